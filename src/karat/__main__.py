@@ -1,0 +1,5 @@
+import sys
+
+from karat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""`python -m karat <command>` (or `karat <command>`): the one entry point the orchestrators call.
+
+Pipeline stages:  fetch, prepare, train, evaluate, analyze, report
+Tools:            stages (print a profile's DAG), dvc-yaml (generate dvc.yaml), validate (check params.yaml)
+
+Every stage accepts `--log PATH`: everything it prints also goes to that file (Snakemake's `log:`), and
+`--params` / `--profile`, resolved through karat.config. The science lives in the subpackages; this file
+only dispatches.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+STAGES = {
+    "fetch": ("karat.data.fetch", "main", "download or locate a dataset and verify it"),
+    "prepare": ("karat.data.prepare", "main", "convert a fetched dataset into compact arrays + manifest"),
+    "train": ("karat.training.train", "main", "train one run of a profile (resumable)"),
+    "evaluate": ("karat.training.evaluate", "main", "evaluate a trained run; writes metrics.json"),
+    "analyze": ("karat.analysis", "main", "run one analysis on one run (or the compute profile)"),
+    "report": ("karat.report", "main", "build the profile's tables, figures, claims and REPORT.md"),
+}
+GPU_STAGES = {"train", "evaluate", "analyze"}
+
+
+class _Tee:
+    """Write to the original stream and to the log file."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, data):
+        self._stream.write(data)
+        self._log.write(data)
+        return len(data)
+
+    def flush(self):
+        self._stream.flush()
+        self._log.flush()
+
+    def isatty(self):  # progress bars decide by this: the terminal decides, not the log
+        return self._stream.isatty()
+
+    def fileno(self):
+        return self._stream.fileno()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _split_log(argv: list[str]) -> tuple[list[str], str | None]:
+    out, log = [], None
+    it = iter(argv)
+    for arg in it:
+        if arg == "--log":
+            log = next(it, None)
+            if log is None:
+                raise SystemExit("--log needs a file path")
+        elif arg.startswith("--log="):
+            log = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+    return out, log
+
+
+def _run_stage(name: str, argv: list[str]) -> int:
+    module_name, func, _ = STAGES[name]
+    argv, log_path = _split_log(argv)
+    if name in GPU_STAGES:
+        from karat.pipeline import detect_gpus
+        from karat.utils.gpus import claim_gpu
+        gpu = claim_gpu(detect_gpus())
+        if gpu is not None:
+            print(f"[karat] {name}: using GPU {gpu}", file=sys.stderr, flush=True)
+    log_fh = None
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log_fh = open(log_path, "w", encoding="utf-8", buffering=1)
+        sys.stdout, sys.stderr = _Tee(sys.__stdout__, log_fh), _Tee(sys.__stderr__, log_fh)
+    start = time.time()
+    try:
+        from karat.config import ParamsError
+        try:
+            module = importlib.import_module(module_name)
+            code = getattr(module, func)(argv)
+        except ParamsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        print(f"[karat] {name} finished in {time.time() - start:.1f} s with exit code {code or 0}",
+              file=sys.stderr, flush=True)
+        return int(code or 0)
+    finally:
+        if log_fh is not None:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            log_fh.close()
+
+
+def _tools_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="karat", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_text) in STAGES.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    p = sub.add_parser("stages", help="print the jobs of a profile as JSON (what both orchestrators run)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None)
+    p = sub.add_parser("dvc-yaml", help="generate dvc.yaml for a profile")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--write", action="store_true", help="write dvc.yaml (default: print it)")
+    p.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is not current")
+    p.add_argument("--output", default="dvc.yaml")
+    p = sub.add_parser("validate", help="validate params.yaml and expand every profile")
+    p.add_argument("--params", default="params.yaml")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGES:
+        return _run_stage(argv[0], argv[1:])
+    args = _tools_parser().parse_args(argv)
+    from karat.config import ParamsError
+    try:
+        if args.command == "stages":
+            from dataclasses import asdict
+
+            from karat.pipeline import stages
+            print(json.dumps([asdict(s) for s in stages(args.profile, args.params)], indent=1))
+        elif args.command == "dvc-yaml":
+            from karat.pipeline import dvc
+            text = dvc.render(args.profile, args.params)
+            if args.check:
+                current = Path(args.output).read_text() if Path(args.output).exists() else ""
+                if current != text:
+                    print(f"{args.output} is not current: run `python -m karat dvc-yaml --write"
+                          f"{' --profile ' + args.profile if args.profile else ''}`", file=sys.stderr)
+                    return 1
+                print(f"{args.output} is current")
+            elif args.write:
+                dvc.write(args.output, args.profile, args.params)
+                print(f"wrote {args.output}")
+            else:
+                sys.stdout.write(text)
+        elif args.command == "validate":
+            from karat.config import expand_profile, load_params
+            params = load_params(args.params)
+            for name in params["profiles"]:
+                prof = expand_profile(params, name)
+                print(f"{name}: {len(prof.runs)} runs, datasets {sorted(prof.datasets)}, "
+                      f"analyses {sorted(prof.analyses)}")
+            print(f"{args.params} is valid")
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""params.yaml: loading, validation and expansion of a profile into runs.
+
+params.yaml is the single source of truth of the experiment grid: both orchestrators (Snakemake and DVC)
+and every stage read it through this module. Nothing here imports torch, so that an orchestrator that
+only asks "what is the DAG?" answers in well under a second.
+
+A profile is a list of groups; a group is a matrix datasets x models x attentions x seeds trained with one
+recipe. Each cell becomes a :class:`RunSpec` with the id ``<dataset>-<model>-<attention>-s<seed>``.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
+DEFAULT_PARAMS = "params.yaml"
+ANALYSES_PER_RUN = ("landscape", "weights", "attention_maps", "spectra", "curves", "functions")
+ANALYSES = ANALYSES_PER_RUN + ("compute",)
+# The models this package registers (karat.models); checked here without importing torch.
+MODEL_PATTERN = re.compile(r"^vit_(tiny|small|base)_patch(16_224|4_32)$")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a stage needs to train, evaluate or analyse one run."""
+
+    run_id: str
+    profile: str
+    group: str
+    model: str
+    attention: Any                 # "softmax", a label such as "G3B", or a dict for create_model
+    attention_label: str
+    dataset: str
+    subset: str
+    prepared_dir: Path
+    num_classes: int
+    seed: int
+    recipe_name: str
+    recipe: dict                   # {"train": {...}, "data": {...}}, inheritance and overrides applied
+    model_kwargs: dict = field(default_factory=dict)
+    gpus: int = 1
+    out_dir: Path = Path()
+    state_dir: Path = Path()
+
+    @property
+    def is_kan(self) -> bool:
+        return self.attention != "softmax"
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "profile": self.profile, "group": self.group, "model": self.model,
+            "attention": copy.deepcopy(self.attention), "attention_label": self.attention_label,
+            "dataset": self.dataset, "subset": self.subset, "prepared_dir": str(self.prepared_dir),
+            "num_classes": self.num_classes, "seed": self.seed, "recipe_name": self.recipe_name,
+            "recipe": copy.deepcopy(self.recipe), "model_kwargs": copy.deepcopy(self.model_kwargs),
+            "gpus": self.gpus, "out_dir": str(self.out_dir), "state_dir": str(self.state_dir),
+        }
+
+
+@dataclass(frozen=True)
+class DatasetNeed:
+    """A (dataset, subset) pair that the runs of a profile need prepared."""
+
+    dataset: str
+    subset: str
+    spec: dict
+    subset_spec: dict
+
+    @property
+    def raw_dir(self) -> Path:
+        return Path("data/raw") / self.dataset
+
+    @property
+    def prepared_dir(self) -> Path:
+        return Path("data/prepared") / self.dataset / self.subset
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    params_path: Path
+    runs: dict                       # run_id -> RunSpec (ordered as in params.yaml)
+    datasets: dict                   # "dataset/subset" -> DatasetNeed
+    analyses: dict                   # analysis name -> list of run ids (compute: [])
+    analysis_options: dict           # analysis name -> options (without "runs")
+    raw: dict                        # the profile's own section of params.yaml
+
+    @property
+    def results_dir(self) -> Path:
+        return Path("results") / self.name
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path("runs") / self.name
+
+
+# --------------------------------------------------------------------------------------------------
+# loading and validation
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict:
+    """Read params.yaml and validate its structure and cross-references; raise ParamsError if invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {str(path)!r} does not exist (run from the repository root or pass "
+                          f"--params)")
+    return _load_params_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_params_cached(path: str, _mtime: int) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        try:
+            params = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    validate_params(params)
+    return params
+
+
+def validate_params(params: Any) -> None:
+    _validate_schema(params)
+    _validate_references(params)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _validate_schema(params: Any) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    lines = []
+    for err in errors[:10]:
+        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+            lines.append(f"{key}: unknown key(s) {extra}; allowed: {allowed}")
+        else:
+            lines.append(f"{key}: {err.message}")
+    raise ParamsError("params.yaml is invalid:\n  " + "\n  ".join(lines))
+
+
+def _validate_references(params: dict) -> None:
+    datasets, subsets = params["datasets"], params["subsets"]
+    recipes, attentions = params["recipes"], params["attentions"]
+    if params["profile"] not in params["profiles"]:
+        raise ParamsError(f"profile: {params['profile']!r} is not a profile; allowed: "
+                          f"{sorted(params['profiles'])}")
+    for name in recipes:
+        _recipe_chain(recipes, name)  # raises on unknown parents and cycles
+    for pname, prof in params["profiles"].items():
+        where = f"profiles.{pname}"
+        if prof["subset"] not in subsets:
+            raise ParamsError(f"{where}.subset: {prof['subset']!r} is not a subset; allowed: {sorted(subsets)}")
+        names = set()
+        for gi, group in enumerate(prof["groups"]):
+            gw = f"{where}.groups[{gi}]"
+            if group["name"] in names:
+                raise ParamsError(f"{gw}.name: {group['name']!r} is used twice in profile {pname!r}")
+            names.add(group["name"])
+            _check_members(f"{gw}.datasets", group["datasets"], datasets)
+            _check_members(f"{gw}.attentions", group["attentions"], attentions)
+            if group["recipe"] not in recipes:
+                raise ParamsError(f"{gw}.recipe: {group['recipe']!r} is not a recipe; allowed: {sorted(recipes)}")
+            for model in group["models"]:
+                if not MODEL_PATTERN.match(model):
+                    raise ParamsError(f"{gw}.models: {model!r} is not a known model; allowed: "
+                                      f"vit_{{tiny,small,base}}_patch16_224, vit_{{tiny,small,base}}_patch4_32")
+        by_dataset = prof.get("overrides", {}).get("by_dataset", {})
+        _check_members(f"{where}.overrides.by_dataset", list(by_dataset), datasets)
+        compute = prof.get("analyses", {}).get("compute")
+        if compute:
+            _check_members(f"{where}.analyses.compute.attentions", compute["attentions"], attentions)
+            for model in compute["models"]:
+                if not MODEL_PATTERN.match(model):
+                    raise ParamsError(f"{where}.analyses.compute.models: {model!r} is not a known model")
+
+
+def _check_members(where: str, values: list, allowed: dict) -> None:
+    for value in values:
+        if value not in allowed:
+            raise ParamsError(f"{where}: {value!r} is not defined; allowed: {sorted(allowed)}")
+
+
+def _recipe_chain(recipes: dict, name: str) -> list[str]:
+    """Names from the root ancestor down to ``name``."""
+    chain, seen = [], set()
+    while name is not None:
+        if name in seen:
+            raise ParamsError(f"recipes.{name}.inherit: inheritance cycle through {sorted(seen)}")
+        if name not in recipes:
+            raise ParamsError(f"recipes.{chain[-1] if chain else name}.inherit: {name!r} is not a recipe; "
+                              f"allowed: {sorted(recipes)}")
+        seen.add(name)
+        chain.append(name)
+        name = recipes[name].get("inherit")
+    return chain[::-1]
+
+
+def recipe_chain(params: dict, name: str) -> list[str]:
+    return _recipe_chain(params["recipes"], name)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_recipe(params: dict, name: str, profile: str | None = None, dataset: str | None = None) -> dict:
+    """The recipe ``name`` with inheritance, then the profile's overrides (and per-dataset ones) applied."""
+    recipe: dict = {"train": {}, "data": {}}
+    for link in recipe_chain(params, name):
+        section = params["recipes"][link]
+        recipe = deep_merge(recipe, {"train": section.get("train", {}), "data": section.get("data", {})})
+    if profile is not None:
+        overrides = params["profiles"][profile].get("overrides", {})
+        recipe = deep_merge(recipe, {k: v for k, v in overrides.items() if k in ("train", "data")})
+        if dataset is not None:
+            recipe = deep_merge(recipe, overrides.get("by_dataset", {}).get(dataset, {}))
+    return recipe
+
+
+def attention_spec(params: dict, label: str) -> Any:
+    value = params["attentions"][label]
+    return copy.deepcopy(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# profiles
+
+def profile_name(params: dict, profile: str | None) -> str:
+    name = profile or os.environ.get("KARAT_PROFILE") or params["profile"]
+    if name not in params["profiles"]:
+        raise ParamsError(f"profile: {name!r} is not a profile of params.yaml; allowed: {sorted(params['profiles'])}")
+    return name
+
+
+def load_profile(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = None) -> Profile:
+    params = load_params(path)
+    return expand_profile(params, profile_name(params, profile), params_path=Path(path))
+
+
+def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PARAMS)) -> Profile:
+    prof = params["profiles"][name]
+    subset = prof["subset"]
+    runs: dict[str, RunSpec] = {}
+    datasets: dict[str, DatasetNeed] = {}
+    for group in prof["groups"]:
+        for dataset in group["datasets"]:
+            need = DatasetNeed(dataset, subset, copy.deepcopy(params["datasets"][dataset]),
+                               copy.deepcopy(params["subsets"][subset]))
+            datasets.setdefault(f"{dataset}/{subset}", need)
+            recipe = resolve_recipe(params, group["recipe"], name, dataset)
+            for model in group["models"]:
+                for label in group["attentions"]:
+                    for seed in group["seeds"]:
+                        run_id = f"{dataset}-{model}-{label}-s{seed}"
+                        if not RUN_ID_PATTERN.match(run_id):
+                            raise ParamsError(f"run id {run_id!r} has characters outside [A-Za-z0-9_.-]")
+                        if run_id in runs:
+                            # Tables share runs (Table 1's G3B is also Table 15's): one run, trained once.
+                            if runs[run_id].recipe != recipe:
+                                raise ParamsError(
+                                    f"profiles.{name}.groups[{group['name']}]: run {run_id!r} is already "
+                                    f"defined by group {runs[run_id].group!r} with another recipe")
+                            continue
+                        runs[run_id] = RunSpec(
+                            run_id=run_id, profile=name, group=group["name"], model=model,
+                            attention=attention_spec(params, label), attention_label=label,
+                            dataset=dataset, subset=subset, prepared_dir=need.prepared_dir,
+                            num_classes=params["datasets"][dataset]["num_classes"], seed=seed,
+                            recipe_name=group["recipe"], recipe=copy.deepcopy(recipe),
+                            model_kwargs=copy.deepcopy(prof.get("model_overrides", {})),
+                            gpus=prof.get("gpus_per_run", 1),
+                            out_dir=Path("runs") / name / run_id,
+                            state_dir=Path(".karat_state") / name / run_id)
+    analyses, options = {}, {}
+    for aname, spec in prof.get("analyses", {}).items():
+        opts = {k: copy.deepcopy(v) for k, v in spec.items() if k != "runs"}
+        options[aname] = opts
+        analyses[aname] = [] if aname == "compute" else _select_runs(name, aname, spec["runs"], runs)
+    return Profile(name=name, description=prof.get("description", ""), params_path=params_path, runs=runs,
+                   datasets=datasets, analyses=analyses, analysis_options=options, raw=copy.deepcopy(prof))
+
+
+def _select_runs(profile: str, analysis: str, selector: Any, runs: dict) -> list[str]:
+    if selector == "all":
+        return list(runs)
+    if selector == "kan":
+        return [rid for rid, spec in runs.items() if spec.is_kan]
+    chosen: list[str] = []
+    for item in selector:
+        if item in runs:
+            matches = [item]
+        else:  # an attention label selects every run with that attention
+            matches = [rid for rid, spec in runs.items() if spec.attention_label == item]
+        if not matches:
+            raise ParamsError(f"profiles.{profile}.analyses.{analysis}.runs: {item!r} is neither a run id nor "
+                              f"an attention label of this profile; run ids: {sorted(runs)}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return chosen
+
+
+def resolve_run(path: str | os.PathLike, profile: str | None, run_id: str) -> RunSpec:
+    prof = load_profile(path, profile)
+    if run_id not in prof.runs:
+        raise ParamsError(f"--run: {run_id!r} is not a run of profile {prof.name!r}; runs: {sorted(prof.runs)}")
+    return prof.runs[run_id]
+
+
+__all__ = [
+    "ANALYSES", "ANALYSES_PER_RUN", "DatasetNeed", "ParamsError", "Profile", "RunSpec", "attention_spec",
+    "deep_merge", "expand_profile", "load_params", "load_profile", "profile_name", "recipe_chain",
+    "resolve_recipe", "resolve_run", "validate_params",
+]
