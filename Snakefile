@@ -1,0 +1,41 @@
+# karat-repro workflow.
+#
+#   snakemake --cores all                          # the default profile (params.yaml: `profile:`)
+#   snakemake --cores all --config profile=paper   # another profile
+#   snakemake --cores all --config params=my.yaml  # another params file
+#
+# The jobs come from src/karat/pipeline (the same stage list that generates dvc.yaml); params.yaml is
+# validated against src/karat/config/params.schema.yaml before anything runs. Rules are split by stage in
+# workflow/rules/. Training jobs declare a `gpu` resource; on a machine with k GPUs at most k run at once
+# and each claims its own device (karat.utils.gpus).
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # usable before `pip install -e .`
+
+from karat.config import load_profile
+from karat.pipeline import by_name, detect_gpus, stages
+
+
+PARAMS = config.get("params", "params.yaml")
+PROFILE = load_profile(PARAMS, config.get("profile"))
+N_GPUS = int(config.get("gpus", detect_gpus()))
+STAGES = by_name(stages(PROFILE.name, PARAMS, gpus_available=N_GPUS))
+P = PROFILE.name
+
+if N_GPUS and "gpu" not in workflow.global_resources:
+    workflow.global_resources["gpu"] = N_GPUS
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        STAGES["report"].all_outputs,
