@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install karat-repro into ./.venv (idempotent: a second call with nothing changed takes a second).
+#
+#   KARAT_PYTHON   interpreter used to create the venv (default: python3)
+#   KARAT_TORCH    pip requirement(s) for torch (default: "torch==2.14.1 torchvision==0.29.1", the pair this
+#                  project is tested with; on a GPU cluster set it to the build that matches your CUDA)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${KARAT_PYTHON:-python3}"
+TORCH="${KARAT_TORCH:-torch==2.14.1 torchvision==0.29.1}"
+VENV=.venv
+STAMP="$VENV/.karat-install-stamp"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[install] creating $VENV with $($PY --version 2>&1)"
+    "$PY" -m venv "$VENV"
+fi
+
+want="$(cat pyproject.toml; echo "$TORCH")"
+want_hash="$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ] && "$VENV/bin/python" -c "import karat, torch, timm" 2>/dev/null; then
+    echo "[install] $VENV is up to date"
+    exit 0
+fi
+
+echo "[install] installing $TORCH"
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pip install -q $TORCH
+echo "[install] installing karat-repro with its pipeline and test dependencies"
+"$VENV/bin/python" -m pip install -q -e ".[pipeline,dev]"
+printf '%s' "$want_hash" > "$STAMP"
+echo "[install] done: $("$VENV/bin/python" -c 'import torch, timm, snakemake, dvc; print("torch", torch.__version__, "timm", timm.__version__)' 2>/dev/null)"

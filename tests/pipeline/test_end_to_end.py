@@ -1,0 +1,182 @@
+"""The `ci` profile end to end, through Snakemake and through DVC, each in a fresh copy of the repository.
+
+Checks: every declared artifact exists; both orchestrators produce the same tables; a second run with
+nothing changed does no work and answers within seconds; changing one experiment's hyperparameter reruns
+that experiment and what depends on it, and nothing else; changing the model code reruns training.
+
+Slow (several minutes on 2 cores): marked `pipeline`. Run alone with `pytest -m pipeline`.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
+
+PROFILE = "ci"
+SOFTMAX = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0"
+KARAT = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
+# Columns that measure the machine, not the model: they differ between two runs of the same code.
+TIMING = re.compile(r"(time|images_per_s|img_s|throughput|wall|memory|date|_s$|hours)", re.I)
+
+
+def run(cmd, cwd, tools, timeout=1800):
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=tools.env(), timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def snakemake_repo(tools, tmp_path_factory):
+    repo = tools.copy_repo(tmp_path_factory.mktemp("smk") / "repo")
+    run([tools.tool("snakemake"), "--cores", "2", "--config", f"profile={PROFILE}"], repo, tools)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tools, tmp_path_factory):
+    repo = tools.copy_repo(tmp_path_factory.mktemp("dvc") / "repo")
+    run(["python", "-m", "karat", "dvc-yaml", "--profile", PROFILE, "--write"], repo, tools)
+    run([tools.tool("dvc"), "repro"], repo, tools)
+    return repo
+
+
+def _stage_outputs(repo: Path) -> list[Path]:
+    import os
+
+    from karat.pipeline import stages
+
+    cwd = os.getcwd()
+    os.chdir(repo)  # params.yaml is read relative to the working directory, like the orchestrators do
+    try:
+        return [repo / o for s in stages(PROFILE) for o in s.all_outputs]
+    finally:
+        os.chdir(cwd)
+
+
+def test_snakemake_produces_every_artifact(snakemake_repo):
+    missing = [str(p) for p in _stage_outputs(snakemake_repo) if not p.exists()]
+    assert not missing
+    report = (snakemake_repo / "results" / PROFILE / "REPORT.md").read_text()
+    assert "Table 1" in report
+    for rid in (SOFTMAX, KARAT):
+        assert (snakemake_repo / "logs" / PROFILE / "train" / f"{rid}.log").stat().st_size > 0
+
+
+def test_dvc_produces_every_artifact_and_metrics(dvc_repo, tools):
+    missing = [str(p) for p in _stage_outputs(dvc_repo) if not p.exists()]
+    assert not missing
+    shown = run([tools.tool("dvc"), "metrics", "show", "--json"], dvc_repo, tools).stdout
+    assert "top1" in shown
+    run([tools.tool("dvc"), "plots", "show", "--json"], dvc_repo, tools)
+    run([tools.tool("dvc"), "params", "diff", "--all"], dvc_repo, tools)
+
+
+def _tables(repo: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for csv in sorted((repo / "results" / PROFILE / "tables").glob("*.csv")):
+        df = pd.read_csv(csv)
+        keep = [c for c in df.columns if not TIMING.search(str(c))]
+        out[csv.name] = df[keep]
+    return out
+
+
+def test_both_orchestrators_produce_the_same_tables(snakemake_repo, dvc_repo):
+    a, b = _tables(snakemake_repo), _tables(dvc_repo)
+    assert a and sorted(a) == sorted(b)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=False, rtol=0, atol=1e-9, obj=name)
+
+
+def _snakemake_plan(repo, tools) -> tuple[set, float]:
+    start = time.monotonic()
+    out = run([tools.tool("snakemake"), "--dry-run", "--cores", "1", "--config", f"profile={PROFILE}"],
+              repo, tools).stdout
+    elapsed = time.monotonic() - start
+    jobs = set()
+    for block in re.split(r"\n(?=\[[A-Z][a-z]{2} )", out):
+        rule = re.search(r"^rule (\w+):", block, re.M)
+        if rule and rule.group(1) != "all":
+            wc = re.search(r"^    wildcards: (.*)$", block, re.M)
+            jobs.add((rule.group(1), wc.group(1) if wc else ""))
+    return jobs, elapsed
+
+
+def _edit(path: Path, old: str, new: str):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+    return text
+
+
+def test_snakemake_reruns_exactly_what_changed(snakemake_repo, tools):
+    jobs, elapsed = _snakemake_plan(snakemake_repo, tools)
+    assert jobs == set(), f"nothing changed, yet Snakemake plans {jobs}"
+    assert elapsed < 20, f"a no-op run took {elapsed:.1f} s"
+
+    params = snakemake_repo / "params.yaml"
+    original = _edit(params, "G3B: {basis: fourier, grid_size: 3, mode: blockwise}",
+                     "G3B: {basis: fourier, grid_size: 3, mode: blockwise, rank: 8}")
+    try:
+        jobs, _ = _snakemake_plan(snakemake_repo, tools)
+    finally:
+        params.write_text(original)
+    runs = {wc for _, wc in jobs}
+    assert ("train", f"run={KARAT}") in jobs and ("evaluate", f"run={KARAT}") in jobs
+    assert ("report", "") in jobs
+    assert not any(SOFTMAX in wc for wc in runs), f"the softmax run must not rerun: {sorted(jobs)}"
+    assert not any(rule in ("fetch", "prepare") for rule, _ in jobs)
+
+    model_code = next((snakemake_repo / "src/karat/models").glob("*.py"))
+    original = model_code.read_text()
+    model_code.write_text(original + "\n# a change to the model code\n")
+    try:
+        jobs, _ = _snakemake_plan(snakemake_repo, tools)
+    finally:
+        model_code.write_text(original)
+    assert {("train", f"run={SOFTMAX}"), ("train", f"run={KARAT}")} <= jobs
+    assert not any(rule in ("fetch", "prepare") for rule, _ in jobs)
+
+
+def _dvc_plan(repo, tools) -> tuple[set, float]:
+    start = time.monotonic()
+    out = run([tools.tool("dvc"), "repro", "--dry"], repo, tools).stdout
+    return set(re.findall(r"Running stage '([^']+)'", out)), time.monotonic() - start
+
+
+def test_dvc_reruns_exactly_what_changed(dvc_repo, tools):
+    stages, elapsed = _dvc_plan(dvc_repo, tools)
+    assert stages == set(), f"nothing changed, yet DVC plans {stages}"
+    assert elapsed < 30, f"a no-op dvc repro took {elapsed:.1f} s"
+
+    params = dvc_repo / "params.yaml"
+    original = _edit(params, "G3B: {basis: fourier, grid_size: 3, mode: blockwise}",
+                     "G3B: {basis: fourier, grid_size: 3, mode: blockwise, rank: 8}")
+    try:
+        stages, _ = _dvc_plan(dvc_repo, tools)
+    finally:
+        params.write_text(original)
+    assert {f"train-{KARAT}", f"evaluate-{KARAT}", "report"} <= stages
+    assert not any(SOFTMAX in s for s in stages), sorted(stages)
+    assert not any(s.startswith(("fetch", "prepare")) for s in stages)
+
+    model_code = next((dvc_repo / "src/karat/models").glob("*.py"))
+    original = model_code.read_text()
+    model_code.write_text(original + "\n# a change to the model code\n")
+    try:
+        stages, _ = _dvc_plan(dvc_repo, tools)
+    finally:
+        model_code.write_text(original)
+    assert {f"train-{SOFTMAX}", f"train-{KARAT}"} <= stages
+
+
+def test_dvc_yaml_in_the_copy_matches_the_profile(dvc_repo):
+    doc = yaml.safe_load((dvc_repo / "dvc.yaml").read_text())
+    assert f"train-{KARAT}" in doc["stages"]
