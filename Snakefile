@@ -24,7 +24,9 @@ N_GPUS = int(config.get("gpus", detect_gpus()))
 STAGES = by_name(stages(PROFILE.name, PARAMS, gpus_available=N_GPUS))
 P = PROFILE.name
 
-if N_GPUS and "gpu" not in workflow.global_resources:
+# On one machine at most N_GPUS GPU jobs run at once (each claims its own device); on a cluster the
+# scheduler owns the GPUs (workflow/profiles/slurm sets cluster=slurm).
+if N_GPUS and not config.get("cluster") and "gpu" not in workflow.global_resources:
     workflow.global_resources["gpu"] = N_GPUS
 
 
