@@ -1,0 +1,113 @@
+"""params.yaml validation and profile expansion (karat.config)."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from karat.config import ParamsError, expand_profile, load_params, resolve_recipe, validate_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(REPO / "params.yaml")
+
+
+def broken(params, mutate):
+    p = copy.deepcopy(params)
+    mutate(p)
+    with pytest.raises(ParamsError) as err:
+        validate_params(p)
+    return str(err.value)
+
+
+def test_the_committed_params_are_valid_and_every_profile_expands(params):
+    sizes = {name: len(expand_profile(params, name).runs) for name in params["profiles"]}
+    assert sizes["ci"] == 2 and sizes["demo"] == 4
+    assert sizes["paper"] > 100
+
+
+def test_unknown_key_is_named(params):
+    msg = broken(params, lambda p: p["profiles"]["ci"].update(epochs=3))
+    assert "profiles.ci" in msg and "epochs" in msg and "allowed" in msg
+
+
+def test_wrong_type_is_named(params):
+    msg = broken(params, lambda p: p["subsets"]["ci"].update(train_per_class="twenty"))
+    assert "subsets.ci.train_per_class" in msg and "twenty" in msg
+
+
+def test_impossible_value_is_named(params):
+    msg = broken(params, lambda p: p["profiles"]["ci"]["groups"][0].update(seeds=[-1]))
+    assert "profiles.ci.groups.0.seeds.0" in msg
+
+
+def test_undefined_references_are_named(params):
+    msg = broken(params, lambda p: p["profiles"]["ci"]["groups"][0].update(attentions=["G4X"]))
+    assert "G4X" in msg and "attentions" in msg
+    msg = broken(params, lambda p: p["profiles"]["ci"]["groups"][0].update(recipe="nope"))
+    assert "nope" in msg and "recipe" in msg
+    msg = broken(params, lambda p: p["profiles"]["ci"]["groups"][0].update(models=["vit_huge_patch14_224"]))
+    assert "vit_huge_patch14_224" in msg
+    msg = broken(params, lambda p: p.update(profile="nightly"))
+    assert "nightly" in msg
+
+
+def test_recipe_inheritance_cycle_is_an_error(params):
+    def cycle(p):
+        p["recipes"]["paper"]["inherit"] = "ci"
+    assert "cycle" in broken(params, cycle)
+
+
+def test_recipe_inheritance_and_overrides(params):
+    demo = resolve_recipe(params, "demo")
+    assert demo["train"]["eps"] == params["recipes"]["paper"]["train"]["eps"]     # from paper
+    assert demo["train"]["lr"] == params["recipes"]["demo"]["train"]["lr"]        # own value wins
+    assert demo["data"]["img_size"] == 32                                         # from cifar32
+    imagenet = resolve_recipe(params, "paper", profile="paper", dataset="imagenet")
+    assert imagenet["train"]["batch_size"] == 128 and imagenet["train"]["lr"] == 1.25e-4
+    cifar = resolve_recipe(params, "paper", profile="paper", dataset="cifar10")
+    assert cifar["train"]["batch_size"] == 32 and cifar["train"]["lr"] == 3.125e-5
+
+
+def test_run_specs(params):
+    prof = expand_profile(params, "ci")
+    spec = prof.runs["cifar10_fixture-vit_tiny_patch4_32-G3B-s0"]
+    assert spec.attention == {"basis": "fourier", "grid_size": 3, "mode": "blockwise"}
+    assert spec.model_kwargs == {"depth": 2}
+    assert spec.out_dir == Path("runs/ci/cifar10_fixture-vit_tiny_patch4_32-G3B-s0")
+    assert spec.state_dir.parts[0] == ".karat_state"
+    assert spec.prepared_dir == Path("data/prepared/cifar10_fixture/ci")
+    assert yaml.safe_load(yaml.safe_dump(spec.to_dict()))["run_id"] == spec.run_id
+    assert prof.analyses["functions"] == ["cifar10_fixture-vit_tiny_patch4_32-G3B-s0"]
+
+
+def test_shared_runs_between_tables_are_trained_once(params):
+    prof = expand_profile(params, "paper")
+    assert prof.runs["cifar10-vit_tiny_patch16_224-G3B-s0"].group == "table1_tiny_small"
+
+
+def test_analysis_run_selector_must_exist(params):
+    p = copy.deepcopy(params)
+    p["profiles"]["ci"]["analyses"]["spectra"]["runs"] = ["G9B"]
+    with pytest.raises(ParamsError, match="G9B"):
+        expand_profile(p, "ci")
+
+
+def test_cli_validate(tools):
+    import subprocess
+    res = subprocess.run(["python", "-m", "karat", "validate"], cwd=REPO, capture_output=True, text=True,
+                         env=tools.env())
+    assert res.returncode == 0 and "params.yaml is valid" in res.stdout
+
+
+def test_cli_reports_bad_params_before_any_work(tools, tmp_path):
+    import subprocess
+    bad = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text().replace("profile: demo", "profile: demo\nextra_key: 1", 1)
+    bad.write_text(text)
+    res = subprocess.run(["python", "-m", "karat", "validate", "--params", str(bad)], cwd=REPO,
+                         capture_output=True, text=True, env=tools.env())
+    assert res.returncode == 2 and "extra_key" in res.stderr
