@@ -1,0 +1,149 @@
+"""Memory-efficient Fourier KArAt: attention core (scores -> W Phi(scores) -> @ V) that never keeps the
+B*h*N*N*2G cos/sin features, nor any B*h*N*N tensor, for backward.
+
+The reference path (``bases.FourierBasis.sum_over_inputs``) materialises the [B, h, N, N, G] cos and sin
+features and autograd keeps them, their products and the attention matrix: that is the 2.3–2.8x memory of
+PAPER Table 13. Here
+
+* forward: s = q k^T / sqrt(d_h); z = Phi(s) one frequency at a time using the angle-addition recurrence
+  cos((m+1)s) = cos(ms) cos(s) - sin(ms) sin(s) (two trig calls in all instead of 2G); attn = z W^T;
+  out = attn V. Only q, k, v (the same storage the qkv projection's output already occupies, and what fused
+  softmax keeps too), the small z [B, h, N, r] and the parameters are saved.
+* backward: s and attn are recomputed (two matmuls) and the frequency loop runs again, accumulating
+  dL/da_m = sum gz^T cos(m s), dL/db_m = sum gz^T sin(m s), dL/ds = sum_m m (-sin(m s) (gz a_m) + cos(m s) (gz b_m)).
+
+The activation itself (Phi and W) is the custom op ``karat::fourier_kan_w`` so that
+``torch.utils.flop_counter.FlopCounterMode`` sees it as one op and counts it the paper's way
+(``activation_flops``), torch.compile treats it as opaque, and a meta/fake implementation exists.
+Mixed precision: under bf16/fp16 autocast q, k, v stay in low precision (as saved); the trigonometric part
+runs in float32 (cos(m s) of a bf16 score is meaningless for m > 1) and attn V runs in v's dtype.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+
+def _fourier_z(s: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """z[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m s[b,h,k,q]) + b[h,p,q,m] sin(m s[b,h,k,q])."""
+    c1, s1 = torch.cos(s), torch.sin(s)
+    cm, sm = c1, s1
+    z = None
+    for m in range(a.shape[-1]):
+        if m:
+            cm, sm = cm * c1 - sm * s1, sm * c1 + cm * s1
+        t = torch.matmul(cm, a[..., m].transpose(-1, -2)) + torch.matmul(sm, b[..., m].transpose(-1, -2))
+        z = t if z is None else z + t
+    return z
+
+
+def _fourier_z_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    c1, s1 = torch.cos(s), torch.sin(s)
+    cm, sm = c1, s1
+    gs = torch.zeros_like(s)
+    ga, gb = [], []
+    gzt = gz.transpose(-1, -2)
+    for m in range(a.shape[-1]):
+        if m:
+            cm, sm = cm * c1 - sm * s1, sm * c1 + cm * s1
+        ga.append(torch.matmul(gzt, cm).sum(0))       # [h, r, N]
+        gb.append(torch.matmul(gzt, sm).sum(0))
+        ga_s = torch.matmul(gz, a[..., m])             # [B, h, K, N]
+        gb_s = torch.matmul(gz, b[..., m])
+        gs.add_((cm * gb_s - sm * ga_s).mul_(m + 1))
+    return gs, torch.stack(ga, -1), torch.stack(gb, -1)
+
+
+@torch.library.custom_op("karat::fourier_kan_w", mutates_args=())
+def fourier_kan_w(s: Tensor, a: Tensor, b: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """(z, attn): z = Phi(s) [B, h, K, r] (Fourier units, a, b: [h, r, N, G]); attn = z W^T, W: [h, N, r]."""
+    z = _fourier_z(s, a, b)
+    return z, torch.matmul(z, w.transpose(-1, -2))
+
+
+@fourier_kan_w.register_fake
+def _(s, a, b, w):
+    return s.new_empty(s.shape[:-1] + (a.shape[1],)), s.new_empty(s.shape[:-1] + (w.shape[1],))
+
+
+@torch.library.custom_op("karat::fourier_kan_backward", mutates_args=())
+def fourier_kan_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dL/ds, dL/da, dL/db) of z = Phi(s) given dL/dz, recomputing the features frequency by frequency."""
+    return _fourier_z_backward(s, gz, a, b)
+
+
+@fourier_kan_backward.register_fake
+def _(s, gz, a, b):
+    return torch.empty_like(s), torch.empty_like(a), torch.empty_like(b)
+
+
+def activation_flops(rows: int, in_features: int, rank: int, grid_size: int, out_features: int | None = None) -> int:
+    """Multiply-accumulates of Phi and W the paper's way (PAPER §1.8: L h N^2 r (3G + 1) per image): per
+    (row, input, unit output) G products m * x and 2G coefficient MACs, plus r MACs per W output."""
+    out_features = in_features if out_features is None else out_features
+    return rows * in_features * rank * 3 * grid_size + rows * rank * out_features
+
+
+def _no_autocast(t: Tensor):
+    """Disable autocast for t's device (meta tensors, used to count FLOPs without memory, have none)."""
+    if t.device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def _lowp(t: Tensor) -> bool:
+    return t.dtype in (torch.float16, torch.bfloat16)
+
+
+class FourierAttentionFunction(torch.autograd.Function):
+    """out = (W Phi(q k^T * scale)) v per head, saving only q, k, v, z and the parameters."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float) -> Tensor:
+        cd = torch.float32 if _lowp(q) else q.dtype
+        with _no_autocast(q):
+            s = torch.matmul(q, k.transpose(-1, -2)).to(cd) * scale
+            z, attn = torch.ops.karat.fourier_kan_w(s, a.to(cd), b.to(cd), w.to(cd))
+            out = torch.matmul(attn.to(v.dtype), v)
+        ctx.save_for_backward(q, k, v, a, b, w, z)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        q, k, v, a, b, w, z = ctx.saved_tensors
+        scale = ctx.scale
+        cd = z.dtype
+        with _no_autocast(q):
+            wc = w.to(cd)
+            attn = torch.matmul(z, wc.transpose(-1, -2)).to(v.dtype)
+            gv = torch.matmul(attn.transpose(-1, -2), g.to(v.dtype))
+            del attn
+            gattn = torch.matmul(g.to(v.dtype), v.transpose(-1, -2)).to(cd)     # [B, h, N, N]
+            gz = torch.matmul(gattn, wc)                                          # [B, h, N, r]
+            gw = torch.matmul(gattn.transpose(-1, -2), z).sum(0)                  # [h, N, r]
+            del gattn
+            s = torch.matmul(q, k.transpose(-1, -2)).to(cd) * scale
+            gs, ga, gb = torch.ops.karat.fourier_kan_backward(s, gz, a.to(cd), b.to(cd))
+            del s
+            gs = (gs * scale).to(q.dtype)
+            gq = torch.matmul(gs, k)
+            gk = torch.matmul(gs.transpose(-1, -2), q)
+        return gq, gk, gv, ga.to(a.dtype), gb.to(b.dtype), gw.to(w.dtype), None
+
+
+def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float) -> Tensor:
+    """Memory-efficient KArAt attention core; q, k, v [B, h, N, d]; a, b [h, r, N, G]; w [h, N, r]."""
+    return FourierAttentionFunction.apply(q, k, v, a, b, w, scale)
+
+
+def fourier_attention_reference(q, k, v, a, b, w, scale):
+    """The same function written the straightforward way (PAPER §1.11), for tests."""
+    s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    m = torch.arange(1, a.shape[-1] + 1, device=s.device, dtype=s.dtype)
+    xm = s.unsqueeze(-1) * m
+    z = torch.einsum("bhkqg,hpqg->bhkp", torch.cos(xm), a) + torch.einsum("bhkqg,hpqg->bhkp", torch.sin(xm), b)
+    attn = torch.einsum("bhkp,hlp->bhkl", z, w)
+    return torch.matmul(attn, v)

@@ -1,0 +1,130 @@
+"""The multi-head self-attention layer used by every karat ViT (softmax and KArAt).
+
+A drop-in for timm's ``Attention`` (same constructor keywords, same sub-module names qkv / q_norm / k_norm /
+attn_drop / norm / proj / proj_drop, so a softmax model's state dict is a timm state dict). Built as
+softmax; ``create_model`` then attaches a KArAt operator with ``set_operator``. Only the row-wise softmax is
+replaced (PAPER §1.1); scores are scaled by 1/sqrt(d_h) before the activation.
+
+Paths:
+* softmax: fused ``scaled_dot_product_attention`` when timm's ``use_fused_attn()`` allows, else eager.
+* KArAt "reference": scores -> ``KArAtOperator.forward`` (straightforward, autograd keeps everything).
+* KArAt "efficient": ``fourier.fourier_attention`` for the KArAt heads (nothing N x N kept for backward).
+Recording (``record_attention``) and FLOP counting (``count_flops``) switch to the explicit path, which
+computes the same numbers and exposes the pre-activation scores and the activated matrix.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import AttentionConfig, SOFTMAX
+from .fourier import fourier_attention
+from .operator import KArAtOperator
+
+try:  # timm >= 1.0
+    from timm.layers import use_fused_attn
+except ImportError:  # pragma: no cover
+    def use_fused_attn() -> bool:
+        return hasattr(F, "scaled_dot_product_attention")
+
+
+class KArAtAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_norm: bool = False,
+                 scale_norm: bool = False, proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 norm_layer: type[nn.Module] | None = None, device=None, dtype=None, **_ignored) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        if dim % num_heads:
+            raise ValueError(f"attention dim={dim} must be divisible by num_heads={num_heads}")
+        if (qk_norm or scale_norm) and norm_layer is None:
+            raise ValueError("attention qk_norm/scale_norm need a norm_layer")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.fused_attn = use_fused_attn()
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.q_norm = norm_layer(self.head_dim, **dd) if qk_norm else nn.Identity()
+        self.k_norm = norm_layer(self.head_dim, **dd) if qk_norm else nn.Identity()
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.norm = norm_layer(dim, **dd) if scale_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=proj_bias, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.cfg: AttentionConfig = SOFTMAX
+        self.block_index = -1
+        self.explicit = False           # set by record_attention / count_flops
+        self.flop_count = False         # count_flops: Fourier W Phi(A) always via the op carrying the formula
+        self.record: bool = False
+        self.last_record: tuple[Tensor, Tensor] | None = None
+
+    # -- operator wiring ----------------------------------------------------------------------------------
+    def set_operator(self, cfg: AttentionConfig, block_index: int, operator: KArAtOperator | None,
+                     shared: bool) -> None:
+        """Attach ``operator``. A shared (universal) operator is registered by the model, ONCE; the layer
+        keeps a plain reference so parameters() / state_dict() do not list it again per block."""
+        self.cfg, self.block_index = cfg, block_index
+        if operator is None:
+            return
+        if shared:
+            object.__setattr__(self, "_shared_operator", operator)
+        else:
+            self.karat = operator
+
+    @property
+    def operator(self) -> KArAtOperator | None:
+        shared = self.__dict__.get("_shared_operator")
+        return shared if shared is not None else self._modules.get("karat")
+
+    # -- forward ------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False, **_kw) -> Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError("KArAtAttention: attention masks are not supported (ViT attends to all tokens)")
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        op = self.operator
+        if op is not None:
+            op.check_tokens(N)
+
+        if self.explicit or self.record:
+            o = self._explicit_forward(q, k, v, op)
+        elif op is None:
+            o = self._softmax(q, k, v)
+        elif self.cfg.impl == "efficient" or (self.flop_count and self.cfg.efficient_supported() is None):
+            ks = self.cfg.softmax_heads
+            a, b = op.fourier_coefficients()
+            ko = fourier_attention(q[:, ks:], k[:, ks:], v[:, ks:], a, b, op.w, self.scale)
+            # attention dropout acts on the attention matrix, which the efficient path never forms; the paper
+            # uses none (PAPER §1.1) and recipes keep attn_drop_rate = 0.
+            if self.training and self.attn_drop.p > 0:
+                raise ValueError("attention dropout (attn_drop_rate > 0) needs impl='reference' for KArAt")
+            o = ko if ks == 0 else torch.cat([self._softmax(q[:, :ks], k[:, :ks], v[:, :ks]), ko], dim=1)
+        else:
+            o = self._explicit_forward(q, k, v, op)
+
+        o = o.transpose(1, 2).reshape(B, N, C)
+        o = self.norm(o)
+        o = self.proj(o)
+        return self.proj_drop(o)
+
+    def _softmax(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        return self.attn_drop(attn.softmax(dim=-1)) @ v
+
+    def _explicit_forward(self, q: Tensor, k: Tensor, v: Tensor, op: KArAtOperator | None) -> Tensor:
+        scores = (q * self.scale) @ k.transpose(-2, -1)          # A = Q K^T / sqrt(d_h), [B, h, N, N]
+        if op is None:
+            attn = scores.softmax(dim=-1)
+        else:
+            ks = self.cfg.softmax_heads
+            act = op(scores[:, ks:])
+            attn = act if ks == 0 else torch.cat([scores[:, :ks].softmax(dim=-1), act.to(scores.dtype)], dim=1)
+        if self.record:
+            self.last_record = (scores.detach(), attn.detach())
+        return self.attn_drop(attn) @ v
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, attention={self.cfg.label}, impl={self.cfg.impl if self.cfg.is_karat else 'softmax'}"

@@ -1,0 +1,137 @@
+"""ViT-Tiny / Small / Base with softmax or KArAt attention (PAPER §2), built on timm's VisionTransformer.
+
+Names (all with class token and learnable positional embedding, timm defaults otherwise):
+
+=========================  =====  =====  ===  =====  ====  =============================================
+name                       d      depth  h    patch  img   tokens N
+=========================  =====  =====  ===  =====  ====  =============================================
+vit_tiny_patch16_224       192    12     3    16     224   197 (the paper's setting, CIFAR upsampled)
+vit_small_patch16_224      384    12     6    16     224   197
+vit_base_patch16_224       768    12     12   16     224   197
+vit_tiny_patch4_32         192    12     3    4      32    65 (CIFAR-native resolution)
+vit_small_patch4_32        384    12     6    4      32    65
+vit_base_patch4_32         768    12     12   4      32    65
+=========================  =====  =====  ===  =====  ====  =============================================
+
+``timm_kwargs`` go to ``timm.models.vision_transformer.VisionTransformer`` unchanged (depth=2,
+drop_path_rate=0.1, img_size=..., device="meta", ...), overriding the table.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from ..attention.config import AttentionConfig, check_heads, parse_attention
+from ..attention.layer import KArAtAttention
+from ..attention.operator import KArAtOperator
+
+ARCHS = {
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+RESOLUTIONS = {
+    "patch16_224": dict(patch_size=16, img_size=224),
+    "patch4_32": dict(patch_size=4, img_size=32),
+}
+MODEL_NAMES = tuple(f"{a}_{r}" for r in RESOLUTIONS for a in ARCHS)
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """The VisionTransformer keywords of a registered name."""
+    for arch, a in ARCHS.items():
+        for res, r in RESOLUTIONS.items():
+            if name == f"{arch}_{res}":
+                return {**a, **r}
+    raise ValueError(f"model name={name!r} is not allowed; allowed: {', '.join(MODEL_NAMES)}")
+
+
+def build_operators(cfg: AttentionConfig, num_heads: int, tokens_per_block: list[int]
+                    ) -> tuple[list[KArAtOperator], KArAtOperator | None]:
+    """One operator per block (blockwise) or one for all blocks (universal; returned second as well).
+
+    Universal sharing needs the same token count N in every block: the operator's parameters are sized by
+    N (PAPER §2: that is why Swin is blockwise only)."""
+    check_heads(cfg, num_heads)
+    heads = num_heads - cfg.softmax_heads
+    if cfg.mode == "universal":
+        if len(set(tokens_per_block)) > 1:
+            raise ValueError(f"attention mode='universal' needs the same token count in every block, got "
+                             f"{tokens_per_block}; allowed: mode='blockwise' for blocks of different token counts")
+        shared = KArAtOperator(cfg, heads, tokens_per_block[0], head_offset=cfg.softmax_heads)
+        return [shared] * len(tokens_per_block), shared
+    return [KArAtOperator(cfg, heads, n, head_offset=cfg.softmax_heads) for n in tokens_per_block], None
+
+
+def attach_attention(model: VisionTransformer, cfg: AttentionConfig) -> None:
+    """Turn the (softmax-built) attention layers of ``model`` into ``cfg``'s attention."""
+    blocks = list(model.blocks)
+    if not blocks or not all(isinstance(b.attn, KArAtAttention) for b in blocks):
+        raise ValueError("attach_attention: model blocks must use karat.attention.KArAtAttention")
+    model.karat_attention = cfg
+    if not cfg.is_karat:
+        for i, blk in enumerate(blocks):
+            blk.attn.set_operator(cfg, i, None, shared=False)
+        return
+    if getattr(model, "dynamic_img_size", False):
+        raise ValueError("dynamic_img_size=True is not allowed with KArAt: operators are sized by the token count")
+    n = model.patch_embed.num_patches + model.num_prefix_tokens
+    ref = model.patch_embed.proj.weight
+    with torch.device(ref.device):
+        ops, shared = build_operators(cfg, blocks[0].attn.num_heads, [n] * len(blocks))
+    if ref.dtype != torch.float32:
+        for op in set(ops):
+            op.to(ref.dtype)
+    if shared is not None:
+        # Registered once, at the top level: parameters() and state_dict() see it once ("karat_shared.*").
+        model.karat_shared = shared
+    for i, (blk, op) in enumerate(zip(blocks, ops)):
+        blk.attn.set_operator(cfg, i, op, shared=shared is not None)
+
+
+def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[str, Any] | AttentionConfig = "softmax",
+                 **timm_kwargs) -> VisionTransformer:
+    """A timm VisionTransformer ``name`` (see module docstring) with ``attention``: "softmax", a paper label
+    ("G3B", "G1U") or an option dict (karat.attention.config)."""
+    cfg = parse_attention(attention)
+    kwargs = model_config(name)
+    for bad in ("attn_layer", "num_classes"):
+        if bad in timm_kwargs:
+            raise ValueError(f"create_model: {bad} is set by karat and cannot be passed in timm_kwargs")
+    kwargs.update(timm_kwargs)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"create_model: num_classes={num_classes!r} is not allowed; allowed: an integer >= 0")
+    check_heads(cfg, kwargs["num_heads"])
+    model = VisionTransformer(num_classes=num_classes, attn_layer=KArAtAttention, **kwargs)
+    attach_attention(model, cfg)
+    model.karat_name = name
+    return model
+
+
+def karat_operators(model: nn.Module) -> list[tuple[int, KArAtOperator]]:
+    """(block index, operator) for every block with KArAt heads; a universal operator appears once per block
+    and is the same object every time."""
+    out = []
+    for i, blk in enumerate(getattr(model, "blocks", [])):
+        attn = getattr(blk, "attn", None)
+        op = attn.operator if isinstance(attn, KArAtAttention) else None
+        if op is not None:
+            out.append((i, op))
+    return out
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """{"total", "attention_activation", "attention_activation_used"}.
+
+    total counts every parameter once (shared operators once), as ``sum(p.numel() for p in
+    model.parameters())`` — the paper's convention. attention_activation = the KArAt operators' parameters
+    (Phi's units and W); attention_activation_used leaves out the bookkeeping ones that cannot change the
+    output (the base-activation weight when b(x) = 0, pykan's fixed mask; see karat.attention.operator)."""
+    total = sum(p.numel() for p in model.parameters())
+    seen: dict[int, KArAtOperator] = {id(op): op for _, op in karat_operators(model)}
+    act = sum(p.numel() for op in seen.values() for p in op.parameters())
+    unused = sum(p.numel() for op in seen.values() for p in op.bookkeeping_parameters())
+    return {"total": total, "attention_activation": act, "attention_activation_used": act - unused}
