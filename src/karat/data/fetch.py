@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import sys
 import time
 import urllib.error
@@ -94,11 +93,17 @@ def _http_get_to_part(url: str, part: Path, timeout: float) -> None:
             mode = "ab"
         else:
             mode = "wb"     # no Range support (200): start again from the first byte
+        expected = resp.headers.get("Content-Length")
+        got = 0
         with open(part, mode) as out:
             while chunk := resp.read(_CHUNK):
                 out.write(chunk)
+                got += len(chunk)
             out.flush()
             os.fsync(out.fileno())
+        # http.client may end a body early without raising when the peer closes the connection.
+        if expected is not None and got < int(expected):
+            raise http.client.IncompleteRead(b"", int(expected) - got)
 
 
 def download_file(rf: RemoteFile, dest_dir: Path, *, dataset: str, retries: int = 3, timeout: float = 60.0,
@@ -325,8 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--force", action="store_true", help="fetch again even if FETCHED.json matches")
     args = ap.parse_args(argv)
-    params = load_params_file(args.params)
-    spec = dataset_spec(params, args.dataset)
+    try:
+        params = load_params_file(args.params)
+        spec = dataset_spec(params, args.dataset)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     out = Path(args.out) if args.out else Path("data/raw") / args.dataset
     try:
         fetch_dataset(args.dataset, spec, out, base_dir=Path(args.params).resolve().parent,

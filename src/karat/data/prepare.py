@@ -154,7 +154,7 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, subs
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     fetched = read_fetched(raw_dir)
     name = dataset or fetched.get("dataset") or raw_dir.name
-    info = dataset_info(name, {k: v for k, v in (spec or {}).items() if k == "kind"})
+    info = dataset_info(name)
     subset_spec = dict(subset_spec or {"train_per_class": None, "test_per_class": None, "seed": 0})
     unknown = set(subset_spec) - {"train_per_class", "test_per_class", "seed"}
     if unknown:
@@ -284,8 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", default=None, help="default: data/raw/<dataset>")
     ap.add_argument("--out", default=None, help="default: data/prepared/<dataset>/<subset>")
     args = ap.parse_args(argv)
-    params = load_params_file(args.params)
-    spec = dataset_spec(params, args.dataset)
+    try:
+        params = load_params_file(args.params)
+        spec = dataset_spec(params, args.dataset)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     subsets = params.get("subsets") or {}
     if args.subset not in subsets:
         print(f"error: --subset {args.subset!r} is not in params.yaml subsets (allowed: {', '.join(subsets)})",

@@ -1,7 +1,7 @@
 """What each dataset of the paper is, where its official files live, and how they are checked.
 
 The URLs and checksums are the ones the dataset authors publish (the same ones torchvision checks).
-``params.yaml`` may override ``url``/``md5``/``sha256`` for single-archive datasets (CIFAR), and any dataset
+``params.yaml`` may override ``url``/``md5``/``sha256`` (one archive) or ``files`` (name -> url, md5/sha256), and any dataset
 may be supplied locally instead (``local`` list or ``KARAT_DATA_<NAME>``; see docs/DATA.md).
 """
 from __future__ import annotations
@@ -82,14 +82,24 @@ def dataset_info(name: str, spec: dict | None = None) -> DatasetInfo:
     archive (used for CIFAR and for the test server).
     """
     spec = spec or {}
-    base_key = spec.get("kind", name)
-    info = DATASETS.get(base_key)
+    info = DATASETS.get(name)
     if info is None:
         info = DatasetInfo(name, ("imagefolder",), (), downloadable=False,
                            notes=f"dataset {name!r} has no official download; supply it locally as ImageFolder")
+    if spec.get("files"):
+        from .archive import is_archive
+        files = []
+        for fname, f in spec["files"].items():
+            if not (f.get("md5") or f.get("sha256")):
+                raise ValueError(f"datasets.{name}.files.{fname} has no md5 or sha256: a download is only "
+                                 "accepted against a published checksum")
+            files.append(RemoteFile(str(f["url"]), str(fname), md5=f.get("md5"), sha256=f.get("sha256"),
+                                    extract=is_archive(fname)))
+        return DatasetInfo(name, info.formats, tuple(files), classes=info.classes, downloadable=True,
+                           notes=info.notes, extra=info.extra)
     if spec.get("url"):
         url = str(spec["url"])
-        filename = str(spec.get("filename") or url.rstrip("/").rsplit("/", 1)[-1])
+        filename = url.rstrip("/").rsplit("/", 1)[-1]
         if not (spec.get("md5") or spec.get("sha256")):
             raise ValueError(f"datasets.{name}.url is set ({url}) but neither md5 nor sha256 is: a download "
                              "is only accepted against a published checksum")
