@@ -1,0 +1,245 @@
+"""What this profile measured, indexed the way the paper's cells are keyed.
+
+A run is (dataset, model, attention label, seed). The paper's cells are keyed by (paper dataset, model
+family, attention label, metric, experiment); :class:`Results` maps one onto the other and aggregates over
+seeds. Nothing here trains or evaluates: it reads ``runs/<profile>/<run>/metrics.json`` and
+``results/<profile>/analysis/compute/compute.csv``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAPER_DATASETS = ("cifar10", "cifar100", "imagenet", "svhn", "flowers102", "stl10", "coco", "mnist",
+                  "fashion_mnist")
+MODEL_RE = re.compile(r"^vit_(tiny|small|base)_patch(\d+)_(\d+)$")
+PAPER_PATCH, PAPER_IMG, PAPER_DEPTH = 16, 224, 12
+# Metrics measured per run (metrics.json) vs per model x attention (compute.csv).
+RUN_METRICS = ("top1", "top5", "params_total_m", "params_attn_m", "train_hours")
+COMPUTE_METRICS = ("gflops_total", "gflops_attn", "memory_gb", "throughput_img_s")
+# The paper's memory blow-up comes from materialising the (B, h, N, N, G) basis tensors: the "reference"
+# implementation does the same, so it is the like-for-like row of compute.csv for Table 13 / Fig. 7.
+COMPUTE_IMPL_PREFERENCE = ("reference", "-", "efficient")
+FAMILY_NAMES = {"vit_tiny": "ViT-Tiny", "vit_small": "ViT-Small", "vit_base": "ViT-Base"}
+
+
+def model_family(model: str) -> str:
+    """``vit_tiny_patch4_32`` -> ``vit_tiny``; names outside the ViT registry are their own family."""
+    m = MODEL_RE.match(model)
+    return f"vit_{m.group(1)}" if m else model
+
+
+def model_geometry(model: str) -> tuple[int, int] | None:
+    """(patch, img_size) of a registered ViT name, None otherwise."""
+    m = MODEL_RE.match(model)
+    return (int(m.group(2)), int(m.group(3))) if m else None
+
+
+def paper_dataset(dataset: str) -> str:
+    """Our dataset key -> the paper's dataset: ``cifar10_fixture`` (a few real CIFAR-10 images) -> cifar10."""
+    if dataset in PAPER_DATASETS:
+        return dataset
+    prefixes = [p for p in PAPER_DATASETS if dataset.startswith(p + "_")]
+    return max(prefixes, key=len) if prefixes else dataset
+
+
+def run_experiment(spec: Any) -> str:
+    """Which of the paper's experiment kinds a run is.
+
+    Every run of params.yaml today is trained from scratch; a recipe that fine-tunes (``train.finetune_from``)
+    or transfers attention maps (``train.attention_from``) would fill Tables 2 / 4 instead of Table 1.
+    """
+    train = (getattr(spec, "recipe", None) or {}).get("train", {})
+    if train.get("attention_from"):
+        return "attention_transfer"
+    if train.get("finetune_from"):
+        return "transfer"
+    return "from_scratch"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One cell of ours: the values over seeds and their summary."""
+
+    values: tuple                     # one per run (seed), in run order
+    run_ids: tuple
+    source: str                       # "metrics.json" | "compute.csv"
+    models: tuple = ()                # our model name(s) behind the cell
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (ddof = 1); None with a single value (spread unknown)."""
+        return statistics.stdev(self.values) if self.n >= 2 else None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    spec: Any
+    metrics: dict | None              # None: metrics.json missing (the run has not been evaluated)
+    family: str
+    dataset: str                      # the paper's dataset
+    experiment: str
+
+    def metric(self, name: str) -> float | None:
+        m = self.metrics
+        if m is None:
+            return None
+        try:
+            if name in ("top1", "top5"):
+                return float(m["reported"][name])
+            if name == "params_total_m":
+                return float(m["params"]["total"]) / 1e6
+            if name == "params_attn_m":
+                return float(m["params"]["attention_activation"]) / 1e6
+            if name == "train_hours":
+                return float(m["train"]["wall_time_s"]) / 3600.0
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"runs/.../{self.run_id}/metrics.json: cannot read {name!r} ({exc!r}); see "
+                             f"docs/ARCHITECTURE.md for the format") from None
+        raise ValueError(f"metric {name!r} is not read from metrics.json; allowed: {list(RUN_METRICS)}")
+
+
+@dataclass
+class Results:
+    profile: Any                      # karat.config.Profile (or a Profile-like object in tests)
+    root: Path
+    runs: dict = field(default_factory=dict)          # run_id -> RunResult
+    compute_rows: list = field(default_factory=list)   # dicts from compute.csv
+    compute_path: Path | None = None
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results" / self.profile.name
+
+    def analysis_dir(self, name: str, run_id: str | None = None) -> Path:
+        base = self.results_dir / "analysis" / name
+        return base / run_id if run_id else base
+
+    def evaluated(self) -> list[RunResult]:
+        return [r for r in self.runs.values() if r.metrics is not None]
+
+    # -- cells ----------------------------------------------------------------------------------------
+    def stat(self, *, model: str, attention: str, metric: str, dataset: str | None = None,
+             experiment: str = "from_scratch", extra: dict | None = None) -> Stat | None:
+        """Ours for one paper cell, or None when this profile has nothing for it."""
+        extra = extra or {}
+        if metric in COMPUTE_METRICS or (metric in ("params_total_m", "params_attn_m") and dataset is None):
+            return self._compute_stat(model, attention, metric, extra)
+        if metric not in RUN_METRICS:
+            return None
+        matches = [r for r in self.evaluated()
+                   if r.family == model and r.spec.attention_label == attention and r.dataset == dataset
+                   and r.experiment == experiment]
+        if not matches:
+            return None
+        # Two geometries of one family in a profile: the paper's (224/16) is the like-for-like one.
+        chosen_model = _prefer_paper_geometry({r.spec.model for r in matches})
+        matches = [r for r in matches if r.spec.model == chosen_model]
+        pairs = [(r.run_id, r.metric(metric)) for r in matches]
+        pairs = [(rid, v) for rid, v in pairs if v is not None and math.isfinite(v)]
+        if not pairs:
+            return None
+        return Stat(values=tuple(v for _, v in pairs), run_ids=tuple(rid for rid, _ in pairs),
+                    source="metrics.json", models=(chosen_model,))
+
+    def _compute_stat(self, model: str, attention: str, metric: str, extra: dict) -> Stat | None:
+        rows = [r for r in self.compute_rows
+                if model_family(r["model"]) == model and r["attention"] == attention]
+        if not rows:
+            return None
+        chosen_model = _prefer_paper_geometry({r["model"] for r in rows})
+        rows = [r for r in rows if r["model"] == chosen_model]
+        for impl in COMPUTE_IMPL_PREFERENCE + tuple(sorted({r.get("impl", "") for r in rows})):
+            picked = [r for r in rows if r.get("impl", "") == impl]
+            if picked:
+                break
+        row = picked[0]
+        value = compute_metric(row, metric)
+        if value is None:
+            return None
+        return Stat(values=(value,), run_ids=(f"compute:{row['model']}/{row['attention']}/{row.get('impl', '')}",),
+                    source="compute.csv", models=(chosen_model,))
+
+    def compute_row(self, model: str, attention: str) -> dict | None:
+        stat = self._compute_stat(model, attention, "gflops_total", {})
+        if stat is None:
+            return None
+        _, m, a, impl = re.match(r"^(compute):([^/]+)/([^/]+)/(.*)$", stat.run_ids[0]).groups()
+        return next(r for r in self.compute_rows if r["model"] == m and r["attention"] == a
+                    and r.get("impl", "") == impl)
+
+
+def compute_metric(row: dict, metric: str) -> float | None:
+    def num(key: str) -> float | None:
+        v = row.get(key)
+        if v in (None, "", "nan", "None"):
+            return None
+        return float(v)
+    if metric == "gflops_total":
+        return num("gflops_total")
+    if metric == "gflops_attn":
+        # The paper's "attention activation" column of a softmax model is the softmax's own cost.
+        v = num("gflops_attention_activation")
+        return num("gflops_softmax") if (row.get("attention") == "softmax" and not v) else v
+    if metric == "memory_gb":
+        v = num("memory_bytes")
+        return None if v is None else v / 2**30
+    if metric == "throughput_img_s":
+        return num("infer_images_per_s")
+    if metric == "params_total_m":
+        v = num("params_total")
+        return None if v is None else v / 1e6
+    if metric == "params_attn_m":
+        v = num("params_attention_activation")
+        return None if v is None else v / 1e6
+    raise ValueError(f"metric {metric!r} is not read from compute.csv; allowed: "
+                     f"{list(COMPUTE_METRICS) + ['params_total_m', 'params_attn_m']}")
+
+
+def _prefer_paper_geometry(models: set) -> str:
+    def rank(name: str) -> tuple:
+        geo = model_geometry(name)
+        return (0 if geo == (PAPER_PATCH, PAPER_IMG) else 1, name)
+    return sorted(models, key=rank)[0]
+
+
+def collect(profile: Any, root: str | Path = ".") -> Results:
+    """Read every run's metrics.json and the compute profile of ``profile`` (missing files are 'not run')."""
+    root = Path(root)
+    results = Results(profile=profile, root=root)
+    for run_id, spec in profile.runs.items():
+        path = root / Path(spec.out_dir) / "metrics.json"
+        metrics = None
+        if path.is_file():
+            try:
+                metrics = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        results.runs[run_id] = RunResult(run_id=run_id, spec=spec, metrics=metrics,
+                                         family=model_family(spec.model), dataset=paper_dataset(spec.dataset),
+                                         experiment=run_experiment(spec))
+    compute_csv = results.analysis_dir("compute") / "compute.csv"
+    if compute_csv.is_file():
+        with open(compute_csv, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for i, row in enumerate(rows):
+            for key in ("model", "attention"):
+                if not row.get(key):
+                    raise ValueError(f"{compute_csv}: row {i + 2} has no {key!r} column value")
+        results.compute_rows, results.compute_path = rows, compute_csv
+    return results
