@@ -214,7 +214,7 @@ def plot_maps(base: Path, d: dict, title: str) -> list[Path]:
     for i in range(n):
         _row(axes[i], d, i, "", with_rollout=True)
     what = "activated attention" if d["summary"]["tensor"] == "activated" else "pre-activation scores"
-    fig.suptitle(f"{title}: CLS row of the last block ({what}, negatives clipped)", fontsize=9)
+    fig.suptitle(f"{title}: CLS row of the last block ({what}, negatives clipped, each map scaled to its maximum)", fontsize=9)
     fig.tight_layout()
     return common.save_figure(fig, base)
 
@@ -236,7 +236,7 @@ def compare(run_dirs: dict, out_base: Path, images: int | None = None, **_: Any)
         for lab, w in zip(labels, widths):
             _row(axes[i, c:c + w], data[lab], i, lab, with_rollout=False)
             c += w
-    fig.suptitle("CLS-token attention of the last block per head (negatives clipped) and the dominant head's "
+    fig.suptitle("CLS-token attention of the last block per head (negatives clipped, each map scaled to its maximum) and the dominant head's "
                  "region", fontsize=9)
     fig.tight_layout()
     common.save_figure(fig, Path(out_base))

@@ -285,10 +285,9 @@ def save_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> 
 
 
 def _csv_value(v: Any) -> Any:
-    if isinstance(v, float):
+    if isinstance(v, (float, np.floating)):  # np.float64 is a float subclass whose repr is "np.float64(...)"
+        v = float(v)
         return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else str(v))
-    if isinstance(v, np.floating):
-        return _csv_value(float(v))
     if isinstance(v, np.integer):
         return int(v)
     return v

@@ -248,7 +248,8 @@ def plot_karat(base: Path, run_dir: Path, title: str) -> list[Path]:
                   "whislo": float(r["p01"]), "q1": float(r["p25"]), "med": float(r["p50"]),
                   "q3": float(r["p75"]), "whishi": float(r["p99"]), "fliers": []} for r in sel]
         ax.bxp(stats, showfliers=False)
-        ax.axhline(0, color="grey", lw=0.5)
+        if min(s["whislo"] for s in stats) < 0 < max(s["whishi"] for s in stats):
+            ax.axhline(0, color="grey", lw=0.5)
         ax.set_ylabel(f"{t}\nvalue", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.tick_params(axis="x", rotation=90)
