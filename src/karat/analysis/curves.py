@@ -89,7 +89,10 @@ def plot_curves(base: Path, run_dirs: dict, title: str) -> list[Path]:
     a2.set_xlabel("epoch")
     a2.set_ylabel("test accuracy (%)")
     a2.set_title("test top-1 accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.legend(fontsize=7)
         a.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
