@@ -27,6 +27,9 @@ METRICS = {
     "box_ap": "box AP", "box_ap50": "box AP50", "box_ap75": "box AP75",
     "mask_ap": "mask AP", "mask_ap50": "mask AP50", "mask_ap75": "mask AP75",
 }
+METRIC_DECIMALS = {"top1": 2, "top5": 2, "params_total_m": 2, "params_attn_m": 2, "gflops_total": 3,
+                   "gflops_attn": 3, "memory_gb": 2, "train_hours": 1, "throughput_img_s": 1,
+                   "box_ap": 2, "box_ap50": 2, "box_ap75": 2, "mask_ap": 2, "mask_ap50": 2, "mask_ap75": 2}
 EXPERIMENTS = ("from_scratch", "transfer", "attention_transfer", "detection", "bspline_kan")
 _KEY_FIELDS = ("model", "attention", "dataset", "metric", "experiment")
 
@@ -40,6 +43,7 @@ class PaperColumn:
     key: str
     header: str
     fields: dict                       # model / attention / dataset / metric (templates allowed)
+    decimals: int | None = None        # how the paper prints the column (None: the metric's default)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class PaperCell:
     experiment: str
     value: float | None                # None: the paper prints "–" (not reported)
     extra: dict = field(default_factory=dict)   # other row fields (init, transfer_from, r, num_classes...)
+    decimals: int = 2                  # as printed in the paper
+
+    def format_paper(self) -> str:
+        return "–" if self.value is None else f"{self.value:.{self.decimals}f}"
 
     @property
     def reported(self) -> bool:
@@ -118,6 +126,7 @@ class PaperTable:
                     column_header=col.header, model=key["model"], attention=str(key["attention"]),
                     dataset=key.get("dataset"), metric=key["metric"], experiment=key["experiment"],
                     value=None if value is None else float(value),
+                    decimals=col.decimals if col.decimals is not None else METRIC_DECIMALS[key["metric"]],
                     extra={k: v for k, v in key.items() if k not in _KEY_FIELDS}))
         return out
 
@@ -167,8 +176,9 @@ def load_table(number: int | str) -> PaperTable:
         for col in raw.get("columns", []):
             if "key" not in col or "header" not in col:
                 raise PaperDataError(f"{path.name}: column {col!r} needs 'key' and 'header'")
-            columns.append(PaperColumn(key=col["key"], header=col["header"],
-                                       fields={k: v for k, v in col.items() if k not in ("key", "header")}))
+            columns.append(PaperColumn(key=col["key"], header=col["header"], decimals=col.get("decimals"),
+                                       fields={k: v for k, v in col.items()
+                                               if k not in ("key", "header", "decimals")}))
     table = PaperTable(
         number=number, title=raw["title"], kind=raw["kind"], source=raw["source"], versions=raw["versions"],
         notes=tuple(raw.get("notes", []) or []), experiment=raw.get("experiment"),

@@ -157,31 +157,24 @@ class Results:
         return Stat(values=tuple(v for _, v in pairs), run_ids=tuple(rid for rid, _ in pairs),
                     source="metrics.json", models=(chosen_model,))
 
-    def _compute_stat(self, model: str, attention: str, metric: str, extra: dict) -> Stat | None:
+    def compute_row(self, model: str, attention: str) -> dict | None:
+        """The compute.csv row behind a (family, attention) cell: paper geometry first, then implementation."""
         rows = [r for r in self.compute_rows
                 if model_family(r["model"]) == model and r["attention"] == attention]
         if not rows:
             return None
         chosen_model = _prefer_paper_geometry({r["model"] for r in rows})
         rows = [r for r in rows if r["model"] == chosen_model]
-        for impl in COMPUTE_IMPL_PREFERENCE + tuple(sorted({r.get("impl", "") for r in rows})):
-            picked = [r for r in rows if r.get("impl", "") == impl]
-            if picked:
-                break
-        row = picked[0]
-        value = compute_metric(row, metric)
+        order = {impl: i for i, impl in enumerate(COMPUTE_IMPL_PREFERENCE)}
+        return sorted(rows, key=lambda r: (order.get(r.get("impl", ""), len(order)), r.get("impl", "")))[0]
+
+    def _compute_stat(self, model: str, attention: str, metric: str, extra: dict) -> Stat | None:
+        row = self.compute_row(model, attention)
+        value = None if row is None else compute_metric(row, metric)
         if value is None:
             return None
         return Stat(values=(value,), run_ids=(f"compute:{row['model']}/{row['attention']}/{row.get('impl', '')}",),
-                    source="compute.csv", models=(chosen_model,))
-
-    def compute_row(self, model: str, attention: str) -> dict | None:
-        stat = self._compute_stat(model, attention, "gflops_total", {})
-        if stat is None:
-            return None
-        _, m, a, impl = re.match(r"^(compute):([^/]+)/([^/]+)/(.*)$", stat.run_ids[0]).groups()
-        return next(r for r in self.compute_rows if r["model"] == m and r["attention"] == a
-                    and r.get("impl", "") == impl)
+                    source="compute.csv", models=(row["model"],))
 
 
 def compute_metric(row: dict, metric: str) -> float | None:

@@ -1,0 +1,294 @@
+"""The paper's tables beside ours: per cell the paper's value, ours (mean ± std over seeds, n) and the difference.
+
+Each table is written three ways (``results/<profile>/tables/<slug>.{md,tex,csv}``): Markdown and LaTeX in
+the paper's layout (every paper column split into "paper" and "ours"), and a long CSV with one line per
+cell for machines. A cell with no run says "not run in this profile"; nothing is left blank or guessed.
+Above each table: the configuration differences between our runs and the paper's that matter when
+reading the numbers (resolution, depth, epochs, training-set size, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from karat.utils.io import atomic_write_text
+
+from . import paper as paper_data
+from .results import (FAMILY_NAMES, PAPER_DEPTH, PAPER_IMG, PAPER_PATCH, Results, Stat, model_geometry)
+
+NOT_RUN = "not run in this profile"
+# The tables the report renders, in order (Table 5/6/9/10/11 are hyper-parameters / formulas, not results).
+REPORT_TABLES = (1, 2, 3, 4, 7, 8, 12, 13, 14, 15, 16, 17, 18, 19, 20, "fig07")
+SLUGS = {"1": "main_results", "2": "transfer_learning", "3": "other_vits", "4": "attention_transfer",
+         "7": "base_activation", "8": "other_bases", "12": "coco_detection", "13": "compute",
+         "14": "bspline_kans", "15": "grid_size", "16": "hidden_dim_r", "17": "l1_projection",
+         "18": "low_rank", "19": "operator_variants", "20": "hybrid_heads",
+         "fig07": "training_time_throughput"}
+# Why an experiment kind can never be filled by this pipeline (stated above the table).
+UNSUPPORTED = {
+    "transfer": "needs fine-tuning of ImageNet-1K-trained models on SVHN / Flowers-102 / STL-10; params.yaml has no "
+                "recipe with `train.finetune_from`, so no run of any profile fills it",
+    "attention_transfer": "needs attention-transfer training (a vanilla ViT driven by a trained KArAt model's "
+                          "attention maps, PAPER §3.6); params.yaml has no recipe with `train.attention_from`",
+    "detection": "needs Mask R-CNN / ViT-Det on MS-COCO, which this pipeline does not build",
+    "bspline_kan": "needs plain multi-layer B-spline KANs (no attention), which this pipeline does not build",
+}
+NON_VIT_MODELS = {"convit_tiny": "ConViT-Tiny", "swin_tiny": "Swin-Tiny", "vitdet_base": "ViT-Det-Base",
+                  "bspline_kan": "B-spline KAN"}
+
+
+def format_value(value: float, metric: str, decimals: int | None = None) -> str:
+    if decimals is None:
+        decimals = paper_data.METRIC_DECIMALS.get(metric, 2)
+    if metric == "train_hours" and abs(value) < 1:
+        return f"{value:.3g}"  # CPU profiles train for minutes: keep 3 significant digits
+    return f"{value:.{decimals}f}"
+
+
+def format_ours(stat: Stat | None, metric: str, decimals: int | None = None) -> str:
+    if stat is None:
+        return NOT_RUN
+    mean = format_value(stat.mean, metric, decimals)
+    if stat.std is None:
+        return f"{mean} (n={stat.n})"
+    return f"{mean} ± {format_value(stat.std, metric, decimals)} (n={stat.n})"
+
+
+@dataclass
+class CellResult:
+    paper: paper_data.PaperCell
+    ours: Stat | None
+
+    @property
+    def diff(self) -> float | None:
+        if self.ours is None or self.paper.value is None:
+            return None
+        return self.ours.mean - self.paper.value
+
+    @property
+    def status(self) -> str:
+        if self.ours is None:
+            return "not run"
+        return "compared" if self.paper.value is not None else "ours only (paper: –)"
+
+    def ours_text(self) -> str:
+        text = format_ours(self.ours, self.paper.metric, self.paper.decimals)
+        if self.diff is not None:
+            text += f", Δ {self.diff:+.{self.paper.decimals}f}"
+        return text
+
+
+@dataclass
+class BuiltTable:
+    table: paper_data.PaperTable
+    cells: list                        # CellResult
+    differences: list = field(default_factory=list)   # lines stated above the table
+
+    @property
+    def slug(self) -> str:
+        return f"{self.table.slug}_{SLUGS[self.table.number]}"
+
+    @property
+    def n_compared(self) -> int:
+        return sum(c.status == "compared" for c in self.cells)
+
+    @property
+    def n_reported(self) -> int:
+        return sum(c.paper.reported for c in self.cells)
+
+    @property
+    def n_run(self) -> int:
+        return sum(c.ours is not None for c in self.cells)
+
+    def long_frame(self) -> pd.DataFrame:
+        rows = []
+        for c in self.cells:
+            s = c.ours
+            rows.append({
+                "table": self.table.name, "row": c.paper.row_label, "column": c.paper.column_header,
+                "model": c.paper.model, "attention": c.paper.attention, "dataset": c.paper.dataset,
+                "metric": c.paper.metric, "experiment": c.paper.experiment, "paper": c.paper.value,
+                "paper_is_reading": self.table.reading,
+                "ours_mean": None if s is None else s.mean, "ours_std": None if s is None else s.std,
+                "n": 0 if s is None else s.n, "diff": c.diff, "status": c.status,
+                "our_models": "" if s is None else " ".join(s.models),
+                "runs": "" if s is None else " ".join(s.run_ids), "source": "" if s is None else s.source,
+            })
+        return pd.DataFrame(rows)
+
+    def wide_frame(self) -> pd.DataFrame:
+        """The paper's layout; each paper column becomes '<header> paper' and '<header> ours'."""
+        by_row: dict[int, dict] = {}
+        for c in self.cells:
+            row = by_row.setdefault(c.paper.row, {"": c.paper.row_label})
+            row[f"{c.paper.column_header} paper"] = c.paper.format_paper()
+            row[f"{c.paper.column_header} ours"] = c.ours_text()
+        return pd.DataFrame([by_row[i] for i in sorted(by_row)])
+
+    def markdown(self) -> str:
+        return self.wide_frame().to_markdown(index=False, disable_numparse=True)
+
+    def latex(self) -> str:
+        df = self.wide_frame()
+        body = tabulate(df.values.tolist(), headers=list(df.columns), tablefmt="latex_booktabs",
+                        disable_numparse=True)
+        caption = _latex_escape(f"{self.table.name}: {self.table.title} — paper vs this reproduction")
+        return ("% generated by karat.report.tables; paper values from karat/report/paper/"
+                f"{self.table.path.name}\n\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n"
+                f"\\resizebox{{\\textwidth}}{{!}}{{%\n{body}\n}}\n\\end{{table}}\n")
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        out_dir = Path(out_dir)
+        paths = {ext: out_dir / f"{self.slug}.{ext}" for ext in ("md", "tex", "csv")}
+        header = [f"# {self.table.name} — {self.table.title}", "", f"Source: {self.table.source}.", ""]
+        header += [f"- {d}" for d in self.differences] + [""]
+        atomic_write_text(paths["md"], "\n".join(header) + self.markdown() + "\n")
+        atomic_write_text(paths["tex"], self.latex())
+        atomic_write_text(paths["csv"], self.long_frame().to_csv(index=False))
+        return paths
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b)
+    return text
+
+
+def build_table(number: int | str, results: Results) -> BuiltTable:
+    table = paper_data.load_table(number)
+    if table.kind != "results":
+        raise ValueError(f"{table.name} is a {table.kind} table; only results tables are compared with runs "
+                         f"(allowed: {list(REPORT_TABLES)})")
+    cells = [CellResult(paper=c, ours=results.stat(model=c.model, attention=c.attention, metric=c.metric,
+                                                   dataset=c.dataset, experiment=c.experiment, extra=c.extra))
+             for c in table.cells()]
+    built = BuiltTable(table=table, cells=cells)
+    built.differences = config_differences(built, results)
+    return built
+
+
+def build_tables(results: Results, numbers=REPORT_TABLES) -> list[BuiltTable]:
+    return [build_table(n, results) for n in numbers]
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration differences
+
+def _subset_text(results: Results, spec: Any) -> str:
+    needs = getattr(results.profile, "datasets", {}) or {}
+    need = needs.get(f"{spec.dataset}/{spec.subset}")
+    sub = getattr(need, "subset_spec", None) or {}
+    train, test = sub.get("train_per_class"), sub.get("test_per_class")
+    if train is None and test is None:
+        return f"subset `{spec.subset}` (full training and test sets)"
+    parts = []
+    if train is not None:
+        parts.append(f"{train} training images per class ({train * spec.num_classes:,} in all)")
+    if test is not None:
+        parts.append(f"{test} test images per class ({test * spec.num_classes:,})")
+    return f"subset `{spec.subset}`: " + ", ".join(parts)
+
+
+def config_differences(built: BuiltTable, results: Results) -> list[str]:
+    """What differs from the paper's set-up for the runs behind this table (one line per aspect)."""
+    table, lines = built.table, []
+    if table.reading:
+        lines.append("Paper values are pixel readings of a bar chart (±0.3 h, ±1 img/s), not printed numbers.")
+    kinds = {c.paper.experiment for c in built.cells}
+    for kind in sorted(kinds & set(UNSUPPORTED)):
+        lines.append(f"Cells of kind `{kind}` {UNSUPPORTED[kind]}.")
+    models = {c.paper.model for c in built.cells if c.paper.model in NON_VIT_MODELS}
+    if models and not any(c.ours for c in built.cells if c.paper.model in models):
+        lines.append("Not built by this pipeline: " + ", ".join(NON_VIT_MODELS[m] for m in sorted(models)) + ".")
+    run_ids = sorted({rid for c in built.cells if c.ours and c.ours.source == "metrics.json"
+                      for rid in c.ours.run_ids})
+    specs = [results.runs[r].spec for r in run_ids if r in results.runs]
+    if specs:
+        lines += _run_differences(specs, results)
+    compute_cells = [c for c in built.cells if c.ours and c.ours.source == "compute.csv"]
+    if compute_cells:
+        lines += _compute_differences(compute_cells, results)
+    if not specs and not compute_cells:
+        wanted = sorted({(c.paper.model, c.paper.attention) for c in built.cells})
+        lines.append(f"No run of profile `{results.profile.name}` fills this table (it needs "
+                     + ", ".join(f"{FAMILY_NAMES.get(m, m)} {a}" for m, a in wanted[:12])
+                     + (", ..." if len(wanted) > 12 else "") + ").")
+    return lines
+
+
+def _run_differences(specs: list, results: Results) -> list[str]:
+    recipe = paper_data.paper_recipe()
+    lines = []
+    for model in sorted({s.model for s in specs}):
+        geo = model_geometry(model)
+        if geo and geo != (PAPER_PATCH, PAPER_IMG):
+            patch, img = geo
+            lines.append(f"Resolution: our `{model}` sees {img}×{img} images in {patch}×{patch} patches "
+                         f"({(img // patch) ** 2 + 1} tokens); the paper uses {PAPER_IMG}×{PAPER_IMG} / "
+                         f"{PAPER_PATCH} ({(PAPER_IMG // PAPER_PATCH) ** 2 + 1} tokens).")
+    depths = sorted({s.model_kwargs.get("depth", PAPER_DEPTH) for s in specs})
+    if depths != [PAPER_DEPTH]:
+        lines.append(f"Depth: {', '.join(map(str, depths))} blocks (model override) instead of the paper's "
+                     f"{PAPER_DEPTH}.")
+    others = sorted({k for s in specs for k in s.model_kwargs if k != "depth"})
+    if others:
+        lines.append("Other model overrides: " + "; ".join(
+            sorted({f"{k}={s.model_kwargs[k]}" for s in specs for k in others if k in s.model_kwargs})) + ".")
+    epochs = sorted({s.recipe["train"].get("epochs") for s in specs})
+    if epochs != [recipe["epochs"]]:
+        lines.append(f"Epochs: {', '.join(map(str, epochs))} instead of {recipe['epochs']}.")
+    subsets = sorted({_subset_text(results, s) for s in specs})
+    if any("full training" not in t for t in subsets):
+        lines.append("Training data: " + "; ".join(subsets) + " (paper: full datasets).")
+    substituted = sorted({s.dataset for s in specs if s.dataset != results.runs[s.run_id].dataset})
+    if substituted:
+        lines.append("Datasets standing in for the paper's: " + ", ".join(
+            f"`{d}` for {results.runs[next(s.run_id for s in specs if s.dataset == d)].dataset}"
+            for d in substituted) + ".")
+    bs = sorted({(s.recipe["train"].get("batch_size"), s.recipe["train"].get("lr")) for s in specs})
+    if bs != [(recipe["batch_size_cifar"], recipe["lr_cifar"])]:
+        lines.append("Batch size / learning rate: " + ", ".join(f"{b} / {lr:g}" for b, lr in bs) +
+                     f" (paper: {recipe['batch_size_cifar']} / {recipe['lr_cifar']:g} on CIFAR, "
+                     f"{recipe['batch_size_imagenet']} / {recipe['lr_imagenet']:g} on ImageNet).")
+    weights = sorted({s.recipe["train"].get("report_weights", "?") for s in specs})
+    lines.append(f"Reported accuracy uses the `{'`, `'.join(weights)}` weights (the paper does not say which).")
+    seeds = {}
+    for s in specs:
+        seeds.setdefault((s.dataset, s.model, s.attention_label), set()).add(s.seed)
+    counts = sorted({len(v) for v in seeds.values()})
+    lines.append(f"Seeds per cell: {', '.join(map(str, counts))} (paper: a single run, no spread given); "
+                 "± is the sample standard deviation over seeds.")
+    devices = sorted({str((results.runs[s.run_id].metrics or {}).get("train", {}).get("device", "?"))
+                      for s in specs})
+    lines.append(f"Hardware: {', '.join(devices)} (paper: {recipe['hardware']}).")
+    return lines
+
+
+def _compute_differences(cells: list, results: Results) -> list[str]:
+    rows = []
+    for c in cells:
+        row = results.compute_row(c.paper.model, c.paper.attention)
+        if row is not None and row not in rows:
+            rows.append(row)
+    lines = []
+    geos = sorted({(r["model"], r.get("img_size", "?"), r.get("batch_size", "?")) for r in rows})
+    lines.append("Compute numbers are from `analysis/compute/compute.csv`: " + "; ".join(
+        f"`{m}` at {img}² px, batch {b}" for m, img, b in geos) + " (paper: 224² px, batch 32 for memory).")
+    impls = sorted({r.get("impl", "?") for r in rows})
+    lines.append(f"KArAt implementation measured: {', '.join(impls)} (`reference` materialises the "
+                 "(B, h, N, N, G) basis tensors as the paper's memory numbers imply).")
+    kinds = sorted({r.get("memory_kind", "?") for r in rows})
+    if any(k != "cuda_max_allocated" for k in kinds):
+        lines.append(f"Memory kind: {', '.join(kinds)} — on CPU this is the bytes autograd saves for backward, "
+                     "not a GPU peak; compare ratios to softmax, not absolute GB.")
+    heads = sorted({str(r.get("num_classes", "?")) for r in rows})
+    lines.append(f"Classifier head: {', '.join(heads)} classes (the paper's parameter totals mix 10- and "
+                 "1000-class heads, PAPER §1.7).")
+    devices = sorted({r.get("timing_device", "?") for r in rows})
+    lines.append(f"Timing device: {', '.join(devices)}.")
+    return lines
