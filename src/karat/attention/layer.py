@@ -92,13 +92,14 @@ class KArAtAttention(nn.Module):
         elif op is None:
             o = self._softmax(q, k, v)
         elif self.cfg.impl == "efficient" or (self.flop_count and self.cfg.efficient_supported() is None):
+            # attention dropout acts on the attention matrix, which the efficient path never forms; the paper
+            # uses none (PAPER §1.1) and the recipes keep attn_drop_rate = 0.
+            if self.training and self.attn_drop.p > 0:
+                raise ValueError(f"attn_drop_rate={self.attn_drop.p} is not allowed with impl='efficient'; "
+                                 "allowed: 0, or impl='reference'")
             ks = self.cfg.softmax_heads
             a, b = op.fourier_coefficients()
             ko = fourier_attention(q[:, ks:], k[:, ks:], v[:, ks:], a, b, op.w, self.scale)
-            # attention dropout acts on the attention matrix, which the efficient path never forms; the paper
-            # uses none (PAPER §1.1) and recipes keep attn_drop_rate = 0.
-            if self.training and self.attn_drop.p > 0:
-                raise ValueError("attention dropout (attn_drop_rate > 0) needs impl='reference' for KArAt")
             o = ko if ks == 0 else torch.cat([self._softmax(q[:, :ks], k[:, :ks], v[:, :ks]), ko], dim=1)
         else:
             o = self._explicit_forward(q, k, v, op)

@@ -183,7 +183,7 @@ def _sha256sums_entry(path: Path) -> str | None:
 
 def _describe_local(dataset: str, path: Path, info: DatasetInfo, log=print) -> tuple[list[dict], list[str]]:
     """Checksums of a local source, verified where a published checksum applies; roots for ``prepare``."""
-    official = {rf.filename: rf for rf in info.files}
+    official = {rf.filename: rf for rf in info.files if rf.md5 or rf.sha256}
     archives = info.extra.get("archives", {})
     for fname, md5 in archives.values():
         official.setdefault(fname, RemoteFile("", fname, md5=md5))

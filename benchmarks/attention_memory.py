@@ -1,0 +1,140 @@
+"""Memory and step time of softmax vs KArAt attention (issue #2 "Benchmark"), ViT-Tiny.
+
+For ViT-Tiny at 224/16 (N = 197, batch 32) and at 32/4 (N = 65, batch 128) and each of
+softmax eager, softmax fused (scaled_dot_product_attention), KArAt G3B reference, KArAt G3B efficient:
+
+* saved-for-backward bytes: every tensor autograd keeps for backward during one forward pass, captured with
+  ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (views of one buffer are one
+  buffer) and without the parameters' own storages (activation memory; hardware-independent);
+* median wall time of a training step (forward, cross-entropy, backward, AdamW step) after warm-up, the
+  configurations measured round-robin (one step each in turn) so that outside load affects all alike;
+* on CUDA also the peak ``torch.cuda.max_memory_allocated`` of a step, and bf16 autocast (``--amp``).
+
+    python benchmarks/attention_memory.py                     # CPU, prints a markdown table
+    python benchmarks/attention_memory.py --device cuda --amp bf16
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import time
+
+import torch
+
+import karat
+
+CONFIGS = [
+    ("softmax eager", "softmax", {"fused": False}),
+    ("softmax fused (SDPA)", "softmax", {"fused": True}),
+    ("KArAt G3B reference", {"grid_size": 3, "mode": "B", "impl": "reference"}, {}),
+    ("KArAt G3B efficient", {"grid_size": 3, "mode": "B", "impl": "efficient"}, {}),
+]
+SETTINGS = [("vit_tiny_patch16_224", 224, 32), ("vit_tiny_patch4_32", 32, 128)]
+
+
+def build(name, attention, fused, device):
+    torch.manual_seed(0)
+    m = karat.create_model(name, num_classes=10, attention=attention).to(device)
+    if fused is not None:
+        for blk in m.blocks:
+            blk.attn.fused_attn = fused
+    return m
+
+
+def saved_bytes(model, x, y, amp) -> int:
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(storages.values())
+
+
+def one_step(model, opt, x, y, amp, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with amp():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    peak = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    return time.perf_counter() - t0, peak
+
+
+def step_times(models, x, y, amp, warmup, repeats, device):
+    """Round-robin over the configurations (one step of each in turn), so that load from other processes on a
+    shared machine drifts over all of them alike; median per configuration."""
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
+    times = [[] for _ in models]
+    peaks = [0 for _ in models]
+    for i in range(warmup + repeats):
+        for j, (m, o) in enumerate(zip(models, opts)):
+            t, p = one_step(m, o, x, y, amp, device)
+            peaks[j] = max(peaks[j], p)
+            if i >= warmup:
+                times[j].append(t)
+    return [statistics.median(t) for t in times], peaks
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    ap.add_argument("--settings", default="224,32", help="comma list of 224 / 32")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if a.amp == "bf16" else contextlib.nullcontext
+    wanted = {int(s) for s in a.settings.split(",")}
+    print(f"# attention memory / step time — torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+          + f", amp {a.amp}, warmup {a.warmup}, repeats {a.repeats} (median)\n")
+    cols = "| model | N | batch | attention | saved for backward (MiB) | × fused | × eager | step (s) | × eager | × fused |"
+    if device.type == "cuda":
+        cols += " peak alloc (MiB) | × fused |"
+    print(cols)
+    print("|" + "---|" * (cols.count("|") - 1))
+    for name, img, batch in SETTINGS:
+        if img not in wanted:
+            continue
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3, img, img, generator=g).to(device)
+        y = torch.randint(0, 10, (batch,), generator=g).to(device)
+        models = [build(name, att, opts.get("fused"), device).train() for _, att, opts in CONFIGS]
+        sbs = [saved_bytes(m, x, y, amp) for m in models]
+        ts, peaks = step_times(models, x, y, amp, a.warmup, a.repeats, device)
+        rows = [(c[0], sb, t, p) for c, sb, t, p in zip(CONFIGS, sbs, ts, peaks)]
+        del models
+        base = {r[0]: r for r in rows}
+        e, f = base["softmax eager"], base["softmax fused (SDPA)"]
+        n = (img // (16 if img == 224 else 4)) ** 2 + 1
+        for label, sb, t, peak in rows:
+            line = (f"| {name} | {n} | {batch} | {label} | {sb / 2**20:.1f} | {sb / f[1]:.2f} | {sb / e[1]:.2f} | "
+                    f"{t:.3f} | {t / e[2]:.2f} | {t / f[2]:.2f} |")
+            if device.type == "cuda":
+                line += f" {peak / 2**20:.0f} | {peak / f[3]:.2f} |"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
