@@ -98,3 +98,15 @@ def test_run_writes_data_and_figures(runs, tmp_path, att):
     assert_figure(out / "contour")
     landscape.compare({"softmax": out, "again": out}, tmp_path / "cmp")
     assert_figure(tmp_path / "cmp")
+
+
+def test_run_with_random_directions(runs, tmp_path):
+    out = tmp_path / "random"
+    res = landscape.run(runs["G3B"], out, {"directions": "random", "grid": 3, "extent": 0.5, "eval_batches": 1,
+                                          "batch_size": 20})
+    d = load_npz(out / "data.npz")
+    assert res["method"] == "random" and np.isnan(d["explained_variance_ratio"]).all()
+    assert np.allclose(d["alpha"], [-0.5, 0, 0.5])
+    assert np.allclose(d["path_xy"][-1], 0, atol=1e-4)
+    assert d["loss"][1, 1] == pytest.approx(res["final_loss"], rel=1e-5)
+    assert_figure(out / "contour")

@@ -240,8 +240,10 @@ def plot_karat(base: Path, run_dir: Path, title: str) -> list[Path]:
     last = max(int(r["epoch"]) for r in rows)
     rows = [r for r in rows if int(r["epoch"]) == last and r["bookkeeping"] == "False"]
     tensors = sorted({r["tensor"] for r in rows})
-    fig, axes = plt.subplots(len(tensors), 1, figsize=(max(6, 0.28 * len(rows) / max(1, len(tensors)) + 3),
-                                                        2.2 * len(tensors)), squeeze=False)
+    per_panel = len(rows) / max(1, len(tensors))
+    # ViT-Base blockwise has 144 sets per tensor: cap the width and shrink the labels instead.
+    fig, axes = plt.subplots(len(tensors), 1, figsize=(min(24, max(6, 0.28 * per_panel + 3)), 2.2 * len(tensors)),
+                             squeeze=False)
     for ax, t in zip(axes[:, 0], tensors):
         sel = [r for r in rows if r["tensor"] == t]
         stats = [{"label": f"b{r['block']}h{r['head']}" if r["block"] != "shared" else f"h{r['head']}",
@@ -251,7 +253,7 @@ def plot_karat(base: Path, run_dir: Path, title: str) -> list[Path]:
         if min(s["whislo"] for s in stats) < 0 < max(s["whishi"] for s in stats):
             ax.axhline(0, color="grey", lw=0.5)
         ax.set_ylabel(f"{t}\nvalue", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=6 if per_panel <= 60 else 4)
         ax.tick_params(axis="x", rotation=90)
     axes[-1, 0].set_xlabel("block b / head h (whiskers: 1st-99th percentile, box: quartiles)", fontsize=7)
     fig.suptitle(f"{title}: learned KArAt parameters per head and block, epoch {last}", fontsize=9)
