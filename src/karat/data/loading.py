@@ -126,7 +126,9 @@ class TrainLoader:
             dataset = _AugmentedDataset(self.ds, r, self.seed, self.epoch)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_sampler=[b.tolist() for b in self._batches()], num_workers=self.num_workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=False)
+                pin_memory=self.device.type == "cuda", persistent_workers=False,
+                # Own generator: worker base seeds must not consume (or depend on) the caller's global RNG.
+                generator=torch.Generator().manual_seed(_seed("workers", self.seed, self.epoch, self.rank)))
             for x, y in loader:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
