@@ -17,7 +17,7 @@ import numpy as np
 
 from . import common
 
-DEFAULTS = {"grid": 21, "extent": 1.0, "eval_batches": 4, "batch_size": 128, "directions": "pca", "seed": 0,
+DEFAULTS = {"grid": 21, "extent": 1.0, "eval_batches": 4, "batch_size": 64, "directions": "pca", "seed": 0,
             "weights": "model", "device": None}
 NAME = "landscape"
 
