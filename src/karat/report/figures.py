@@ -157,7 +157,8 @@ def draw_figure(fig: FigureSpec, results: Results, out_dir: Path,
     except Exception as exc:  # noqa: BLE001 - one broken figure must not hide the rest of the report
         traceback.print_exc(file=sys.stderr)
         return FigureResult(fig, "failed", runs=runs, message=f"{type(exc).__name__}: {exc}")
-    files = [p for p in (out_base.with_suffix(".png"), out_base.with_suffix(".pdf")) if p.is_file()]
+    files = [p for p in (out_base.with_name(out_base.name + ".png"), out_base.with_name(out_base.name + ".pdf"))
+             if p.is_file()]
     if not files:
         return FigureResult(fig, "failed", runs=runs,
                             message=f"karat.analysis.{fig.analysis}.compare wrote no {out_base.name}.png/.pdf")
@@ -228,7 +229,7 @@ def draw_fig07(fig: FigureSpec, results: Results, out_base: Path) -> FigureResul
     fig_.tight_layout()
     files = []
     for ext in (".png", ".pdf"):
-        path = out_base.with_suffix(ext)
+        path = out_base.with_name(out_base.name + ext)
         with atomic_path(path, suffix=ext) as tmp:
             fig_.savefig(tmp, dpi=150, format=ext[1:])
         files.append(path)

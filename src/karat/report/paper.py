@@ -167,6 +167,14 @@ def load_table(number: int | str) -> PaperTable:
     for required in ("table", "title", "kind", "source", "versions"):
         if required not in raw:
             raise PaperDataError(f"{path.name}: missing field {required!r}")
+    versions = raw["versions"]
+    if not isinstance(versions, dict) or set(versions) != {"v1", "v2", "v3"} or \
+            not all(isinstance(v, str) for v in versions.values()):
+        raise PaperDataError(f"{path.name}: versions must map v1, v2, v3 to text, got {versions!r}")
+    notes = raw.get("notes", []) or []
+    bad = [n for n in notes if not isinstance(n, str)]
+    if bad:
+        raise PaperDataError(f"{path.name}: notes must be text (quote them in YAML), got {bad!r}")
     if str(raw["table"]) != number:
         raise PaperDataError(f"{path.name}: field table is {raw['table']!r}, expected {number!r}")
     if raw["kind"] not in ("results", "hyperparameters", "text"):

@@ -201,7 +201,7 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
         lines.append("Paper values are pixel readings of a bar chart (±0.3 h, ±1 img/s), not printed numbers.")
     kinds = {c.paper.experiment for c in built.cells}
     for kind in sorted(kinds & set(UNSUPPORTED)):
-        lines.append(f"Cells of kind `{kind}` {UNSUPPORTED[kind]}.")
+        lines.append(f"Cells of kind `{kind}`: this table {UNSUPPORTED[kind]}.")
     models = {c.paper.model for c in built.cells if c.paper.model in NON_VIT_MODELS}
     if models and not any(c.ours for c in built.cells if c.paper.model in models):
         lines.append("Not built by this pipeline: " + ", ".join(NON_VIT_MODELS[m] for m in sorted(models)) + ".")
@@ -214,10 +214,14 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
     if compute_cells:
         lines += _compute_differences(compute_cells, results)
     if not specs and not compute_cells:
-        wanted = sorted({(c.paper.model, c.paper.attention) for c in built.cells})
-        lines.append(f"No run of profile `{results.profile.name}` fills this table (it needs "
-                     + ", ".join(f"{FAMILY_NAMES.get(m, m)} {a}" for m, a in wanted[:12])
-                     + (", ..." if len(wanted) > 12 else "") + ").")
+        wanted = sorted({(c.paper.model, c.paper.attention) for c in built.cells
+                         if c.paper.model not in NON_VIT_MODELS})
+        if wanted:
+            lines.append(f"No run of profile `{results.profile.name}` fills this table (it needs "
+                         + ", ".join(f"{FAMILY_NAMES.get(m, m)} {a}" for m, a in wanted[:12])
+                         + (", ..." if len(wanted) > 12 else "") + ").")
+        else:
+            lines.append(f"No run of profile `{results.profile.name}` fills this table.")
     return lines
 
 
@@ -242,7 +246,7 @@ def _run_differences(specs: list, results: Results) -> list[str]:
     epochs = sorted({s.recipe["train"].get("epochs") for s in specs})
     if epochs != [recipe["epochs"]]:
         lines.append(f"Epochs: {', '.join(map(str, epochs))} instead of {recipe['epochs']}.")
-    subsets = sorted({_subset_text(results, s) for s in specs})
+    subsets = sorted({f"{s.dataset} " + _subset_text(results, s) for s in specs})
     if any("full training" not in t for t in subsets):
         lines.append("Training data: " + "; ".join(subsets) + " (paper: full datasets).")
     substituted = sorted({s.dataset for s in specs if s.dataset != results.runs[s.run_id].dataset})

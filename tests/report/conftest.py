@@ -1,0 +1,157 @@
+"""A synthetic-but-realistic workspace for the report tests.
+
+Everything written here is TEST DATA, made up to exercise the report: metrics.json files whose
+accuracies are fixed numbers plus known per-seed offsets (so means and standard deviations are known
+exactly), a compute.csv in the analysis agent's format and analysis summary.json files with the keys the
+claims read. None of it is a measurement.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = "synthetic"
+SEED_OFFSETS = {0: -0.3, 1: 0.0, 2: 0.3}   # mean 0, sample std 0.3
+TEST_LABEL = "SYNTHETIC TEST DATA (tests/report/conftest.py), not a measurement"
+
+# (family, dataset, attention) -> mean top-1 of the made-up runs
+TOP1 = {
+    ("vit_tiny", "cifar10", "softmax"): 60.0, ("vit_tiny", "cifar10", "G3B"): 63.0,
+    ("vit_tiny", "cifar10", "G3U"): 60.1, ("vit_tiny", "cifar10", "G3B-r4"): 62.9,
+    ("vit_tiny", "cifar10", "G3B-l1"): 30.0, ("vit_tiny", "cifar10", "dog-B"): 64.5,
+    ("vit_tiny", "cifar10", "G3B-silu"): 61.0,
+    ("vit_tiny", "cifar100", "softmax"): 30.0, ("vit_tiny", "cifar100", "G3B"): 31.5,
+    ("vit_tiny", "cifar100", "G3U"): 29.0, ("vit_tiny", "cifar100", "G3B-r4"): 31.4,
+    ("vit_tiny", "cifar100", "G3B-l1"): 12.0, ("vit_tiny", "cifar100", "dog-B"): 30.0,
+    ("vit_tiny", "cifar100", "G3B-silu"): 31.0,
+}
+TINY_ATTS = ["softmax", "G3B", "G3U", "G3B-r4", "G3B-l1", "dog-B", "G3B-silu"]
+
+
+def make_params() -> dict:
+    from karat.config import load_params
+
+    params = copy.deepcopy(load_params(REPO / "params.yaml"))
+    params["profiles"][PROFILE] = {
+        "description": TEST_LABEL,
+        "subset": "demo",
+        "groups": [{"name": "main", "datasets": ["cifar10", "cifar100"], "models": ["vit_tiny_patch4_32"],
+                    "attentions": TINY_ATTS, "seeds": [0, 1, 2], "recipe": "demo"}],
+        "model_overrides": {"depth": 4},
+        "analyses": {"landscape": {"runs": ["softmax", "G3B"]}, "weights": {"runs": "all"},
+                     "attention_maps": {"runs": "all"}, "spectra": {"runs": "all"}, "curves": {"runs": "all"},
+                     "functions": {"runs": "kan"},
+                     "compute": {"models": ["vit_tiny_patch4_32", "vit_tiny_patch16_224"],
+                                 "attentions": ["softmax", "G3B", "G3U"]}},
+    }
+    return params
+
+
+def top1_of(spec) -> float:
+    from karat.report.results import model_family
+    return TOP1[(model_family(spec.model), spec.dataset, spec.attention_label)] + SEED_OFFSETS[spec.seed]
+
+
+def write_metrics(root: Path, spec, skip: bool = False) -> None:
+    if skip:
+        return
+    top1 = top1_of(spec)
+    hours = 0.05 if spec.attention_label == "softmax" else 0.2
+    metrics = {
+        "run_id": spec.run_id, "profile": spec.profile, "model": spec.model, "attention": spec.attention_label,
+        "dataset": spec.dataset, "subset": spec.subset, "seed": spec.seed, "config": spec.to_dict(),
+        "params": {"total": 5_400_000 if spec.attention_label == "softmax" else 5_600_000,
+                   "attention_activation": 0 if spec.attention_label == "softmax" else 200_000,
+                   "attention_activation_used": 0},
+        "results": {k: {"top1": top1, "top5": min(100.0, top1 + 30), "loss": 1.0, "epoch": 6}
+                    for k in ("raw_last", "ema_last", "raw_best", "ema_best")},
+        "reported": {"weights": "raw_best", "top1": top1, "top5": min(100.0, top1 + 30)},
+        "train": {"epochs": 6, "wall_time_s": hours * 3600, "train_images_per_s": 100.0,
+                  "peak_memory_bytes": 1, "memory_kind": "cpu_max_rss", "device": "cpu (test data)"},
+        "provenance": {"git": {"commit": "0123456789abcdef", "dirty": False}, "device": "cpu (test data)",
+                       "date": "2026-01-01T00:00:00+00:00", "note": TEST_LABEL},
+    }
+    path = root / spec.out_dir / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+
+
+COMPUTE_COLUMNS = ["model", "attention", "impl", "num_classes", "img_size", "batch_size", "params_total",
+                   "params_attention_activation", "params_attention_activation_used", "gflops_attention_activation",
+                   "gflops_softmax", "gflops_total", "memory_bytes", "memory_kind", "train_images_per_s",
+                   "infer_images_per_s", "timing_device", "repeats", "warmup"]
+
+
+def write_compute(root: Path) -> None:
+    rows = []
+    for model, img, gs, gk, total in (("vit_tiny_patch16_224", 224, 0.005, 0.168, 1.262),
+                                      ("vit_tiny_patch4_32", 32, 0.001, 0.02, 0.3)):
+        rows.append([model, "softmax", "-", 10, img, 32, 5_526_346, 0, 0, 0.0, gs, total, 3e9, "cpu_saved_for_backward",
+                     50, 200, "cpu", 3, 2])
+        for att, extra in (("G3B", 765_936), ("G3U", 63_828)):
+            for impl, mem, thr in (("reference", 7.5e9, 180), ("efficient", 4e9, 150)):
+                rows.append([model, att, impl, 10, img, 32, 5_526_346 + extra, extra, extra, gk, 0.0,
+                             round(total - gs + gk, 6), mem, "cpu_saved_for_backward", 10, thr, "cpu", 3, 2])
+    path = root / "results" / PROFILE / "analysis" / "compute" / "compute.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COMPUTE_COLUMNS)
+        w.writerows(rows)
+
+
+def write_summaries(root: Path, profile) -> None:
+    for name, run_ids in profile.analyses.items():
+        for rid in run_ids:
+            spec = profile.runs[rid]
+            kan = spec.attention_label != "softmax"
+            off = SEED_OFFSETS[spec.seed] / 10
+            summary = {"analysis": name, "run_id": rid, "note": TEST_LABEL}
+            if name == "landscape":
+                summary.update(roughness=(0.5 if kan else 0.1) + off, local_minima=(9 if kan else 1) + spec.seed)
+            elif name == "weights":
+                summary.update(ks_first_last=0.05 + off / 10, near_zero_fraction=[0.2, 0.3 if kan else 0.1])
+            elif name == "attention_maps":
+                summary.update(mean_region_fraction=(0.6 if kan else 0.3) + off)
+            elif name == "spectra":
+                summary.update(N=65, n_spectra=15,
+                               before={"scree": 8 + spec.seed, "numerical_rank": 16},
+                               after={"scree": (4 if kan else 16) + spec.seed, "numerical_rank": 12 if kan else 65})
+            d = root / "results" / PROFILE / "analysis" / name / rid
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "summary.json").write_text(json.dumps(summary))
+
+
+def fake_compare_lookup(analysis: str):
+    """Stands in for karat.analysis.<name>.compare: draws the labels it was given (test data)."""
+    def compare(run_dirs, out_base, **kw):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        for d in run_dirs.values():
+            assert (Path(d) / "summary.json").is_file(), d
+        fig, ax = plt.subplots(figsize=(2, 1))
+        ax.text(0, 0.5, f"TEST {analysis}: " + ", ".join(run_dirs), fontsize=4)
+        for ext in ("png", "pdf"):
+            fig.savefig(Path(str(out_base) + "." + ext), format=ext, dpi=40)
+        plt.close(fig)
+        return Path(out_base)
+    return compare
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """(root, profile) with every run evaluated except one seed of G3U on CIFAR-100 (missing run)."""
+    from karat.config import expand_profile
+
+    profile = expand_profile(make_params(), PROFILE)
+    for rid, spec in profile.runs.items():
+        write_metrics(tmp_path, spec, skip=(rid == "cifar100-vit_tiny_patch4_32-G3U-s2"))
+    write_compute(tmp_path)
+    write_summaries(tmp_path, profile)
+    return tmp_path, profile
