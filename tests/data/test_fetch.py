@@ -219,3 +219,40 @@ def test_cli_main_with_params_file(tmp_path, http_server, monkeypatch):
     assert fetch_main(["--params", "params.yaml", "--profile", "ci", "--dataset", "cifar10"]) == 0
     assert json.loads((tmp_path / "data/raw/cifar10" / FETCHED).read_text())["dataset"] == "cifar10"
     assert fetch_main(["--params", "params.yaml", "--dataset", "nope"]) == 1
+
+
+def test_multi_file_download_svhn_and_flowers(http_server, tmp_path):
+    """Datasets published as several files (params.yaml `files`), with and without extraction."""
+    from scipy.io import savemat
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, n in (("train", 20), ("test", 10)):
+        buf = io.BytesIO()
+        savemat(buf, {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": (np.arange(n) % 10 + 1)[:, None]})
+        files[f"{split}_32x32.mat"] = buf.getvalue()
+    for name, data in files.items():
+        http_server.files["/svhn/" + name] = data
+    spec = {"files": {n: {"url": f"{http_server.url}/svhn/{n}", "md5": md5(d)} for n, d in files.items()}}
+    fetch_dataset("svhn", spec, tmp_path / "raw/svhn", **quiet)
+    prepare_dataset(tmp_path / "raw/svhn", tmp_path / "p/svhn", None, dataset="svhn", log=lambda *a: None)
+    assert load_prepared(tmp_path / "p/svhn").train_labels.tolist()[:11] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+    from PIL import Image
+    tgz = io.BytesIO()
+    with tarfile.open(fileobj=tgz, mode="w:gz") as tf:
+        for i in range(1, 7):
+            b = io.BytesIO()
+            Image.new("RGB", (4, 3 + i), (i, 0, 0)).save(b, format="JPEG")
+            _add(tf, f"jpg/image_{i:05d}.jpg", b.getvalue())
+    lab, sid = io.BytesIO(), io.BytesIO()
+    savemat(lab, {"labels": np.array([[1, 2, 1, 2, 1, 2]])})
+    savemat(sid, {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]), "tstid": np.array([[5, 6]])})
+    served = {"102flowers.tgz": tgz.getvalue(), "imagelabels.mat": lab.getvalue(), "setid.mat": sid.getvalue()}
+    for name, data in served.items():
+        http_server.files["/fl/" + name] = data
+    spec = {"files": {n: {"url": f"{http_server.url}/fl/{n}", "md5": md5(d)} for n, d in served.items()}}
+    rec = fetch_dataset("flowers102", spec, tmp_path / "raw/fl", **quiet)
+    assert rec["files"][0]["n_members"] == 6
+    prepare_dataset(tmp_path / "raw/fl", tmp_path / "p/fl", None, dataset="flowers102", log=lambda *a: None)
+    ds = load_prepared(tmp_path / "p/fl")
+    assert ds.train_labels.tolist() == [0, 1, 0, 1] and ds.test_images[1].shape == (9, 4, 3)
