@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +115,6 @@ def _write_split(split: str, raw: RawSplit, idx: np.ndarray, out: Path, log) -> 
             index = np.full((len(idx), 2), -1, dtype=np.int64)
             offset = 0
             with atomic_path(out / f"{split}_images.npy") as tmp:
-                total = None
                 chunks_path = tmp.with_suffix(".raw")
                 with open(chunks_path, "wb") as fh:
                     for pos, data in items:
