@@ -155,3 +155,11 @@ def workspace(tmp_path):
     write_compute(tmp_path)
     write_summaries(tmp_path, profile)
     return tmp_path, profile
+
+
+@pytest.fixture
+def synthetic():
+    """The helpers above, for tests (test modules cannot import conftest reliably)."""
+    import types
+    return types.SimpleNamespace(PROFILE=PROFILE, fake_compare_lookup=fake_compare_lookup, make_params=make_params,
+                                 TOP1=TOP1, SEED_OFFSETS=SEED_OFFSETS)

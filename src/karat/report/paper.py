@@ -63,7 +63,10 @@ class PaperCell:
     decimals: int = 2                  # as printed in the paper
 
     def format_paper(self) -> str:
-        return "–" if self.value is None else f"{self.value:.{self.decimals}f}"
+        if self.value is None:
+            return "–"
+        # Table 13 prints the softmax models' attention-activation parameters as a bare "0".
+        return "0" if self.value == 0 else f"{self.value:.{self.decimals}f}"
 
     @property
     def reported(self) -> bool:

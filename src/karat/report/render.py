@@ -237,7 +237,7 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
                         "the paper's figure number. With short CPU training the pictures show the method, not the "
                         "paper's trained models."))
     for f in figures:
-        B.append(Block("h3", f"{f.spec.title} — {f.spec.slug.replace('_', ' ')}"))
+        B.append(Block("h3", f"{f.spec.title}: {f.spec.slug.replace('_', ' ')}"))
         cap = f"{f.spec.caption} Paper's finding: {f.spec.paper_finding}"
         if f.status == "drawn":
             cap += " Runs: " + "; ".join(f"{k} = `{v}`" for k, v in f.runs.items()) + "."

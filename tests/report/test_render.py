@@ -1,0 +1,128 @@
+"""The whole report rendered from the synthetic workspace (TEST DATA): files, paper numbers, HTML, CLI."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from karat.report import build_report, main, paper
+from karat.report.figures import FIGURES
+from karat.report.tables import NOT_RUN, REPORT_TABLES
+
+
+PROFILE = "synthetic"   # conftest.PROFILE
+
+
+@pytest.fixture
+def report(workspace, synthetic):
+    root, profile = workspace
+    out = build_report(profile, root, compare_lookup=synthetic.fake_compare_lookup)
+    return root, profile, out
+
+
+def _md_tables(md: str) -> dict[str, list[dict]]:
+    """heading of each '### Table N — ' / '### Fig. 7 — ' section -> its first Markdown table as dicts."""
+    out = {}
+    for section in re.split(r"\n(?=### )", md):
+        m = re.match(r"### ((?:Table \d+)|(?:Fig\. 7)) — ", section)
+        if not m:
+            continue
+        lines = [l for l in section.splitlines() if l.startswith("|")]
+        header = [h.strip() for h in lines[0].strip("|").split("|")]
+        rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:]]
+        out[m.group(1)] = [dict(zip(header, r)) for r in rows]
+    return out
+
+
+def test_report_files_exist(report):
+    root, profile, out = report
+    res_dir = root / "results" / PROFILE
+    for key in ("md", "html", "claims"):
+        assert out["paths"][key].is_file()
+    md = out["paths"]["md"].read_text()
+    # every table file the report names exists
+    for name in set(re.findall(r"`(tables/[\w\-]+\.(?:md|tex|csv))`", md)):
+        assert (res_dir / name).is_file(), name
+    for t in out["tables"]:
+        for ext in ("md", "tex", "csv"):
+            assert (res_dir / "tables" / f"{t.slug}.{ext}").is_file()
+    assert len(out["tables"]) == len(REPORT_TABLES)
+    # every figure the report names exists, and every paper figure we redraw is named
+    named = set(re.findall(r"\((figures/fig[\w\-]+\.png)\)", md))
+    assert named == {f"figures/{f.stem}.png" for f in FIGURES}
+    for name in named:
+        assert (res_dir / name).is_file() and (res_dir / name.replace(".png", ".pdf")).is_file()
+    assert (res_dir / "figures" / "fig03_loss_landscape.png").is_file()
+    assert (res_dir / "figures" / "fig07_training_time_throughput.png").is_file()
+
+
+def test_every_paper_number_in_report_equals_transcription(report):
+    _, _, out = report
+    md = out["paths"]["md"].read_text()
+    parsed = _md_tables(md)
+    assert set(parsed) == {t.table.name for t in out["tables"]}
+    checked = 0
+    for t in out["tables"]:
+        rows = parsed[t.table.name]
+        data = paper.load_table(t.table.number)
+        for cell in data.cells():
+            row = rows[cell.row]
+            assert row[""] == cell.row_label
+            assert row[f"{cell.column_header} paper"] == cell.format_paper()
+            if cell.value is not None:
+                assert float(row[f"{cell.column_header} paper"]) == pytest.approx(cell.value, abs=0.5 * 10 ** -cell.decimals)
+                checked += 1
+    assert checked == sum(1 for t in out["tables"] for c in t.table.cells() if c.value is not None)
+
+
+def test_report_content(report):
+    _, _, out = report
+    md = out["paths"]["md"].read_text()
+    assert NOT_RUN in md
+    assert "63.00 ± 0.30 (n=3), Δ -13.69" in md          # ViT-Tiny+G3B, C10 (synthetic)
+    assert "28.85 ± 0.21 (n=2)" in md                    # the G3U CIFAR-100 cell with a missing seed
+    for heading in ("## Summary", "## Provenance", "## Assumptions where the paper is silent",
+                    "## Tables: paper vs this reproduction", "## Figures", "## Claims", "## What was not run"):
+        assert heading in md
+    assert "Rule for differences" in md
+    assert "Epochs: 6 instead of 100" in md
+    for n in range(1, 17):
+        assert f"### Claim {n}: " in md
+    claims = json.loads(out["paths"]["claims"].read_text())
+    assert len(claims["claims"]) == 16 and "provenance" in claims and claims["profile"] == PROFILE
+
+
+def test_html_is_self_contained(report):
+    _, _, out = report
+    html = out["paths"]["html"].read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(?:src|href)\s*=\s*['"](?!data:)""", html)
+    assert "<link" not in html and "<script" not in html
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    assert "not run in this profile" in html
+
+
+def test_figures_without_analysis_data_are_not_run(workspace, synthetic):
+    root, profile = workspace
+    import shutil
+    shutil.rmtree(root / "results" / PROFILE / "analysis" / "landscape")
+    out = build_report(profile, root, compare_lookup=synthetic.fake_compare_lookup)
+    fig03 = next(f for f in out["figures"] if f.spec.stem == "fig03_loss_landscape")
+    assert fig03.status == "not run" and not (root / "results" / PROFILE / "figures" / "fig03_loss_landscape.png").exists()
+    md = out["paths"]["md"].read_text()
+    assert "**Not run in this profile**: no run of this profile has `landscape` analysis data" in md
+
+
+def test_cli_entry_point(workspace, synthetic, tmp_path, capsys):
+    root, _ = workspace
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(synthetic.make_params(), sort_keys=False))
+    # The real analysis compare functions cannot draw from summary-only test data: figures fail, the report
+    # still renders (exit 0), and --strict turns that into exit 1.
+    assert main(["--params", str(params), "--profile", PROFILE, "--root", str(root)]) == 0
+    assert (root / "results" / PROFILE / "REPORT.md").is_file()
+    assert "REPORT.md" in capsys.readouterr().out
+    assert main(["--params", str(params), "--profile", PROFILE, "--root", str(root), "--strict"]) == 1
