@@ -84,7 +84,9 @@ def test_every_paper_number_in_tables_equals_transcription(results, tmp_path):
             assert row[""] == cell.row_label
             assert row[f"{cell.column_header} paper"] == cell.format_paper()
         assert md.startswith(f"# {t.table.name}")
-        assert "\\begin{table}" in paths["tex"].read_text()
+        tex = paths["tex"].read_text()
+        assert "\\begin{table}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+        assert tex.isascii()  # pdfLaTeX-safe: ±, Δ, Φ̂, ✓ ... are replaced by math-mode commands
 
 
 def test_compute_cells_prefer_paper_geometry_and_reference_impl(results):
