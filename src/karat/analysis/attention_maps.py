@@ -139,7 +139,9 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
     roll = rollout([pick(t).float().cpu() for t in rec])
     roll_cls = cls_rows(roll.unsqueeze(1), grid)[:, 0]
     images = common.to_display(x, spec.recipe.get("data"))
-    common.save_npz(out_dir / "data.npz", images=images, labels=y.cpu().numpy(), indices=idx,
+    names = common.class_names(spec)
+    label_names = np.array([names[int(v)] if int(v) < len(names) else str(int(v)) for v in y.cpu()])
+    common.save_npz(out_dir / "data.npz", images=images, labels=y.cpu().numpy(), label_names=label_names, indices=idx,
                     cls_scores=cls_s.numpy(), cls_activated=cls_a.numpy(), maps=maps.numpy(),
                     dominant_head=dom.numpy(), region=masks.numpy(), rollout=roll_cls.float().numpy())
     mass = head_mass(chosen)
@@ -192,7 +194,8 @@ def _row(axes, d: dict, i: int, label: str, with_rollout: bool) -> None:
     maps = d["maps"][i]
     dom = int(d["dominant_head"][i])
     axes[0].imshow(img)
-    axes[0].set_title(f"{label}\ntest image {int(d['indices'][i])} (class {int(d['labels'][i])})", fontsize=7)
+    cls = str(d["label_names"][i]) if "label_names" in d else str(int(d["labels"][i]))
+    axes[0].set_title(f"{label}\ntest image {int(d['indices'][i])} ({cls})", fontsize=7)
     axes[0].axis("off")
     for h in range(maps.shape[0]):
         _show_map(axes[1 + h], img, maps[h], f"head {h}" + (" (dominant)" if h == dom else ""))
@@ -210,7 +213,7 @@ def plot_maps(base: Path, d: dict, title: str) -> list[Path]:
     plt = common.pyplot()
     n, h = d["maps"].shape[:2]
     cols = h + 3
-    fig, axes = plt.subplots(n, cols, figsize=(1.7 * cols, 1.9 * n), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.7 * cols, 2.2 * n), squeeze=False)
     for i in range(n):
         _row(axes[i], d, i, "", with_rollout=True)
     what = "activated attention" if d["summary"]["tensor"] == "activated" else "pre-activation scores"
@@ -230,7 +233,7 @@ def compare(run_dirs: dict, out_base: Path, images: int | None = None, **_: Any)
     n = min(n, images) if images else n
     widths = [d["maps"].shape[1] + 2 for d in data.values()]
     cols = sum(widths)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.9 * n), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 2.2 * n), squeeze=False)
     for i in range(n):
         c = 0
         for lab, w in zip(labels, widths):

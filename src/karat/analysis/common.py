@@ -196,6 +196,13 @@ def test_batch(spec: Any, n: int, seed: int = 0, device: str = "cpu"):
     return images, labels, idx, np.asarray(sub.test_images)
 
 
+def class_names(spec: Any) -> list[str]:
+    """Class names of the run's prepared data set (for figure labels)."""
+    from karat.data import load_prepared
+
+    return [str(c) for c in getattr(load_prepared(spec.prepared_dir), "classes", [])]
+
+
 def eval_batches(spec: Any, n_batches: int, batch_size: int, device: str = "cpu") -> list:
     """The first ``n_batches`` batches of the prepared test split (fixed: same order every call)."""
     from karat.data import build_eval_loader, load_prepared
