@@ -50,3 +50,22 @@ def test_options_are_validated():
         functions.check_options({"unitz": 2})
     with pytest.raises(ValueError, match="blocks"):
         functions.check_options({"blocks": "middle"})
+
+
+@pytest.mark.parametrize("extra", [{"operator": "phi_w"}, {"softmax_heads": 1}])
+def test_units_for_operator_variants_and_hybrid_heads(extra):
+    import karat.models as km
+
+    att = dict({"basis": "fourier", "grid_size": 3, "mode": "blockwise"}, **extra)
+    model = km.create_model("vit_tiny_patch4_32", num_classes=4, attention=att, depth=1, embed_dim=48, num_heads=3)
+    rec = km.record_attention(model, torch.randn(2, 3, 32, 32))
+    (blocks, op), = functions.choose_operators(km.karat_operators(model), "all")
+    units = functions.choose_units(op, 2, np.random.default_rng(0))
+    heads = {u[0] for u in units}
+    assert heads == set(range(op.head_offset, op.head_offset + op.heads))
+    inputs = functions.unit_inputs(op, rec[0][0])
+    layer = 1 if hasattr(op, "phi1") else 2
+    assert inputs.shape[-1] == (op.phi1 if layer == 1 else op.phi2).in_features
+    h, p, q = units[-1]
+    y = op.evaluate_units(torch.linspace(-1, 1, 7), [(h, p, q)], layer=layer)
+    assert y.shape == (1, 7) and torch.isfinite(y).all()

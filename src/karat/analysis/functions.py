@@ -73,7 +73,7 @@ def unit_inputs(op, scores) -> Any:
     s = scores[:, op.head_offset:op.head_offset + op.heads].double()
     if hasattr(op, "phi1"):
         return s
-    return torch.einsum("bhkq,hpq->bhkp", s, op.w.detach().double())
+    return torch.einsum("bhkq,hpq->bhkp", s, op.w.detach().double().to(s.device))
 
 
 def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
