@@ -111,3 +111,10 @@ def test_cli_reports_bad_params_before_any_work(tools, tmp_path):
     res = subprocess.run(["python", "-m", "karat", "validate", "--params", str(bad)], cwd=REPO,
                          capture_output=True, text=True, env=tools.env())
     assert res.returncode == 2 and "extra_key" in res.stderr
+
+
+def test_recipe_sections_are_validated_strictly(params):
+    msg = broken(params, lambda p: p["recipes"]["demo"]["data"].update(crop="zoom"))
+    assert "recipes.demo.data" in msg and "zoom" in msg
+    msg = broken(params, lambda p: p["recipes"]["ci"].setdefault("data", {}).update(colour_jitter=0.4))
+    assert "colour_jitter" in msg

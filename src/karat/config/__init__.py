@@ -168,6 +168,8 @@ def _validate_references(params: dict) -> None:
                           f"{sorted(params['profiles'])}")
     for name in recipes:
         _recipe_chain(recipes, name)  # raises on unknown parents and cycles
+    for name in recipes:
+        validate_recipe(f"recipes.{name}", resolve_recipe(params, name))
     for pname, prof in params["profiles"].items():
         where = f"profiles.{pname}"
         if prof["subset"] not in subsets:
@@ -194,6 +196,22 @@ def _validate_references(params: dict) -> None:
             for model in compute["models"]:
                 if not MODEL_PATTERN.match(model):
                     raise ParamsError(f"{where}.analyses.compute.models: {model!r} is not a known model")
+
+
+def validate_recipe(where: str, recipe: dict) -> None:
+    """Each part validates its own section strictly (unknown keys, wrong values) before any work starts."""
+    from karat.data.recipe import validate_data_recipe
+    checks = [("data", validate_data_recipe)]
+    try:  # the training engine's validator (no torch import at module level)
+        from karat.training.recipe import validate_train_recipe
+        checks.append(("train", validate_train_recipe))
+    except ImportError:
+        pass
+    for section, check in checks:
+        try:
+            check(dict(recipe.get(section, {})))
+        except ValueError as exc:
+            raise ParamsError(f"{where}.{section}: {exc}") from None
 
 
 def _check_members(where: str, values: list, allowed: dict) -> None:
@@ -276,6 +294,7 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                                copy.deepcopy(params["subsets"][subset]))
             datasets.setdefault(f"{dataset}/{subset}", need)
             recipe = resolve_recipe(params, group["recipe"], name, dataset)
+            validate_recipe(f"profiles.{name} (recipe {group['recipe']!r} for {dataset}, with overrides)", recipe)
             for model in group["models"]:
                 for label in group["attentions"]:
                     for seed in group["seeds"]:

@@ -1,10 +1,19 @@
 """Data stages: fetch (download/verify/extract or a local copy), prepare (compact arrays + manifest),
-loading (transforms, mixup/cutmix, device-resident fast path). See docs/DATA.md."""
-from .fetch import ChecksumError, FetchError, fetch_dataset
-from .prepare import PreparedDataset, load_prepared, prepare_dataset, stratified_indices
-from .recipe import validate_data_recipe
-from .loading import build_eval_loader, build_train_loader
+loading (transforms, mixup/cutmix, device-resident fast path). See docs/DATA.md.
 
-__all__ = ["ChecksumError", "FetchError", "fetch_dataset", "PreparedDataset", "load_prepared",
-           "prepare_dataset", "stratified_indices", "validate_data_recipe", "build_train_loader",
-           "build_eval_loader"]
+Names are imported lazily: `karat.data.recipe` (validation) is used by karat.config without torch."""
+import importlib
+
+_WHERE = {
+    "ChecksumError": "fetch", "FetchError": "fetch", "fetch_dataset": "fetch",
+    "PreparedDataset": "prepare", "load_prepared": "prepare", "prepare_dataset": "prepare",
+    "stratified_indices": "prepare", "validate_data_recipe": "recipe",
+    "build_eval_loader": "loading", "build_train_loader": "loading",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'karat.data' has no attribute {name!r}")
