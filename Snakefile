@@ -23,6 +23,9 @@ PROFILE = load_profile(PARAMS, config.get("profile"))
 N_GPUS = int(config.get("gpus", detect_gpus()))
 STAGES = by_name(stages(PROFILE.name, PARAMS, gpus_available=N_GPUS))
 P = PROFILE.name
+# Torch jobs use every core by default (Snakemake passes `threads` on as OMP_NUM_THREADS): the same thread
+# count as under DVC, so both orchestrators compute bit-identical results on the CPU.
+THREADS = int(config.get("threads_per_job", workflow.cores))
 
 # On one machine at most N_GPUS GPU jobs run at once (each claims its own device); on a cluster the
 # scheduler owns the GPUs (workflow/profiles/slurm sets cluster=slurm).

@@ -13,6 +13,7 @@ rule analyze:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/analyze/{{analysis}}-{{run}}.log",
+    threads: THREADS
     resources:
         gpu=lambda wc: stage("analyze", analysis=wc.analysis, run=wc.run).resources["gpu"],
     shell:
@@ -31,6 +32,7 @@ rule analyze_compute:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/analyze/compute.log",
+    threads: THREADS
     resources:
         gpu=STAGES["analyze-compute"].resources.get("gpu", 0) if "analyze-compute" in STAGES else 0,
     shell:

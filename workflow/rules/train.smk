@@ -20,6 +20,7 @@ rule train:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/train/{{run}}.log",
+    threads: THREADS
     resources:
         gpu=lambda wc: stage("train", run=wc.run).resources["gpu"],
     shell:
@@ -38,6 +39,7 @@ rule evaluate:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/evaluate/{{run}}.log",
+    threads: THREADS
     resources:
         gpu=lambda wc: stage("evaluate", run=wc.run).resources["gpu"],
     shell:
