@@ -7,7 +7,9 @@ softmax eager, softmax fused (scaled_dot_product_attention), KArAt G3B reference
   ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (views of one buffer are one
   buffer) and without the parameters' own storages (activation memory; hardware-independent);
 * median wall time of a training step (forward, cross-entropy, backward, AdamW step) after warm-up, the
-  configurations measured round-robin (one step each in turn) so that outside load affects all alike;
+  configurations measured round-robin (one step each in turn) so that outside load affects all alike; on
+  CPU with 1 thread by default (on a machine shared with other jobs, multi-threaded ops stall whenever one
+  of their threads is descheduled, which penalises code made of many small ops unpredictably);
 * on CUDA also the peak ``torch.cuda.max_memory_allocated`` of a step, and bf16 autocast (``--amp``).
 
     python benchmarks/attention_memory.py                     # CPU, prints a markdown table
@@ -43,29 +45,33 @@ def build(name, attention, fused, device):
     return m
 
 
-def saved_bytes(model, x, y, amp) -> int:
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict[int, int] = {}
+class SavedBytes:
+    """saved_tensors_hooks pack hook: storages autograd keeps for backward, once each, parameters excluded."""
 
-    def pack(t):
+    def __init__(self, model):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.storages: dict[int, int] = {}
+
+    def pack(self, t):
         s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            storages[s.data_ptr()] = s.nbytes()
+        if s.data_ptr() not in self.params:
+            self.storages[s.data_ptr()] = s.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(storages.values())
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
 
 
-def one_step(model, opt, x, y, amp, device):
+def one_step(model, opt, x, y, amp, device, hooks=contextlib.nullcontext()):
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    with amp():
+    with hooks, amp():
         loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
@@ -77,19 +83,21 @@ def one_step(model, opt, x, y, amp, device):
     return time.perf_counter() - t0, peak
 
 
-def step_times(models, x, y, amp, warmup, repeats, device):
+def measure(models, x, y, amp, warmup, repeats, device):
     """Round-robin over the configurations (one step of each in turn), so that load from other processes on a
-    shared machine drifts over all of them alike; median per configuration."""
+    shared machine drifts over all of them alike. The first (warm-up) step of each also records the bytes
+    saved for backward. Returns (saved bytes, median step time, peak allocated) per configuration."""
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
+    saved = [SavedBytes(m) for m in models]
     times = [[] for _ in models]
     peaks = [0 for _ in models]
-    for i in range(warmup + repeats):
+    for i in range(max(warmup, 1) + repeats):
         for j, (m, o) in enumerate(zip(models, opts)):
-            t, p = one_step(m, o, x, y, amp, device)
+            t, p = one_step(m, o, x, y, amp, device, saved[j].hooks() if i == 0 else contextlib.nullcontext())
             peaks[j] = max(peaks[j], p)
-            if i >= warmup:
+            if i >= max(warmup, 1):
                 times[j].append(t)
-    return [statistics.median(t) for t in times], peaks
+    return [s.total for s in saved], [statistics.median(t) for t in times], peaks
 
 
 def main(argv=None):
@@ -98,7 +106,8 @@ def main(argv=None):
     ap.add_argument("--amp", choices=["none", "bf16"], default="none")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads; 1 (default) keeps timings stable on a shared CPU, 0 leaves torch's")
     ap.add_argument("--settings", default="224,32", help="comma list of 224 / 32")
     a = ap.parse_args(argv)
     if a.threads:
@@ -121,8 +130,7 @@ def main(argv=None):
         x = torch.randn(batch, 3, img, img, generator=g).to(device)
         y = torch.randint(0, 10, (batch,), generator=g).to(device)
         models = [build(name, att, opts.get("fused"), device).train() for _, att, opts in CONFIGS]
-        sbs = [saved_bytes(m, x, y, amp) for m in models]
-        ts, peaks = step_times(models, x, y, amp, a.warmup, a.repeats, device)
+        sbs, ts, peaks = measure(models, x, y, amp, a.warmup, a.repeats, device)
         rows = [(c[0], sb, t, p) for c, sb, t, p in zip(CONFIGS, sbs, ts, peaks)]
         del models
         base = {r[0]: r for r in rows}

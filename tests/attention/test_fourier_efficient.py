@@ -54,3 +54,19 @@ def test_bf16_autocast_cpu():
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
     out.float().sum().backward()
     assert a.grad is not None and q.grad is not None and torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize("act", ["identity", "silu", "gelu"])
+def test_gradcheck_with_base_activation(act):
+    q, k, v, a, b, w = _inputs(1, 2, 4, 3, 2, 2, torch.float64, seed=1)
+    base_w = (torch.randn(2, 2, 4, dtype=torch.float64) * 0.3).requires_grad_()
+    f = lambda q, k, v, a, b, w, bw: fourier_attention(q, k, v, a, b, w, 0.6, bw, act)
+    assert torch.autograd.gradcheck(f, (q, k, v, a, b, w, base_w), eps=1e-6, atol=1e-6)
+    ref = fourier_attention_reference(q, k, v, a, b, w, 0.6, base_w, act)
+    assert torch.allclose(f(q, k, v, a, b, w, base_w), ref, atol=1e-12)
+
+
+def test_bad_base_activation_arguments():
+    q, k, v, a, b, w = _inputs(1, 1, 3, 2, 2, 1, torch.float64)
+    with pytest.raises(ValueError, match="act="):
+        fourier_attention(q, k, v, a, b, w, 1.0, None, "silu")

@@ -85,7 +85,8 @@ def test_universal_with_different_token_counts_is_an_error():
         m.blocks[0](torch.randn(1, 17, 192))
 
 
-@pytest.mark.parametrize("attention", ["G3B", {"grid_size": 2, "mode": "U", "softmax_heads": 1}])
+@pytest.mark.parametrize("attention", ["G3B", {"grid_size": 2, "mode": "U", "softmax_heads": 1},
+                                       {"grid_size": 1, "base_activation": "silu"}])
 def test_efficient_model_equals_reference_model(attention):
     spec = parse_attention(attention).to_dict()
     spec.pop("kind")

@@ -91,8 +91,6 @@ class AttentionConfig:
             return "rank='full'"
         if self.operator != "w_phi":
             return f"operator={self.operator!r} (the efficient kernel computes W Phi(A))"
-        if self.base_activation != "zero":
-            return f"base_activation={self.base_activation!r} (the efficient kernel has b(x) = 0)"
         if self.l1_projection is not None:
             return f"l1_projection={self.l1_projection!r}"
         return None

@@ -31,11 +31,33 @@ def _rotate(cm: Tensor, sm: Tensor, c1: Tensor, s1: Tensor) -> tuple[Tensor, Ten
     return torch.addcmul(cm * c1, sm, s1, value=-1.0), torch.addcmul(sm * c1, cm, s1)
 
 
-def _fourier_z(s: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """z[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m s[b,h,k,q]) + b[h,p,q,m] sin(m s[b,h,k,q])."""
+BASE_ACTIVATIONS = ("zero", "identity", "silu", "gelu")
+
+
+def _base(x: Tensor, act: str) -> Tensor:
+    if act == "identity":
+        return x
+    if act == "silu":
+        return torch.nn.functional.silu(x)
+    return torch.nn.functional.gelu(x)
+
+
+def _base_grad(x: Tensor, act: str) -> Tensor:
+    """b'(x) for identity, SiLU (x sigmoid(x)) and exact GELU (x Phi(x))."""
+    if act == "identity":
+        return torch.ones_like(x)
+    if act == "silu":
+        sg = torch.sigmoid(x)
+        return sg * (1 + x * (1 - sg))
+    return 0.5 * (1 + torch.erf(x * 0.7071067811865476)) + x * torch.exp(-0.5 * x * x) * 0.3989422804014327
+
+
+def _fourier_z(s: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None, act: str = "zero") -> Tensor:
+    """z[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m s[b,h,k,q]) + b[h,p,q,m] sin(m s[b,h,k,q])
+    (+ sum_q base_w[h,p,q] act(s[b,h,k,q]) when a base activation is on)."""
     c1, s1 = torch.cos(s), torch.sin(s)
     cm, sm = c1, s1
-    z = None
+    z = None if act == "zero" else torch.matmul(_base(s, act), base_w.transpose(-1, -2))
     for m in range(a.shape[-1]):
         if m:
             cm, sm = _rotate(cm, sm, c1, s1)
@@ -44,12 +66,17 @@ def _fourier_z(s: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return z
 
 
-def _fourier_z_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _fourier_z_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None,
+                        act: str = "zero") -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     c1, s1 = torch.cos(s), torch.sin(s)
     cm, sm = c1, s1
-    gs = torch.zeros_like(s)
     ga, gb = [], []
     gzt = gz.transpose(-1, -2)
+    if act == "zero":
+        gs, gbase = torch.zeros_like(s), None
+    else:
+        gbase = torch.matmul(gzt, _base(s, act)).sum(0)                       # [h, r, N]
+        gs = _base_grad(s, act).mul_(torch.matmul(gz, base_w))
     for m in range(a.shape[-1]):
         if m:
             cm, sm = _rotate(cm, sm, c1, s1)
@@ -58,37 +85,44 @@ def _fourier_z_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor) -> tuple[Te
         ga_s = torch.matmul(gz, a[..., m])             # [B, h, K, N]
         gb_s = torch.matmul(gz, b[..., m])
         gs.addcmul_(cm, gb_s, value=m + 1).addcmul_(sm, ga_s, value=-(m + 1))
-    return gs, torch.stack(ga, -1), torch.stack(gb, -1)
+    return gs, torch.stack(ga, -1), torch.stack(gb, -1), gbase
 
 
 @torch.library.custom_op("karat::fourier_kan_w", mutates_args=())
-def fourier_kan_w(s: Tensor, a: Tensor, b: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """(z, attn): z = Phi(s) [B, h, K, r] (Fourier units, a, b: [h, r, N, G]); attn = z W^T, W: [h, N, r]."""
-    z = _fourier_z(s, a, b)
+def fourier_kan_w(s: Tensor, a: Tensor, b: Tensor, w: Tensor, base_w: Tensor | None, act: str
+                  ) -> tuple[Tensor, Tensor]:
+    """(z, attn): z = Phi(s) [B, h, K, r] (Fourier units, a, b: [h, r, N, G], optional base weight
+    [h, r, N] for the base activation ``act``); attn = z W^T, W: [h, N, r]."""
+    z = _fourier_z(s, a, b, base_w, act)
     return z, torch.matmul(z, w.transpose(-1, -2))
 
 
 @fourier_kan_w.register_fake
-def _(s, a, b, w):
+def _(s, a, b, w, base_w, act):
     return s.new_empty(s.shape[:-1] + (a.shape[1],)), s.new_empty(s.shape[:-1] + (w.shape[1],))
 
 
 @torch.library.custom_op("karat::fourier_kan_backward", mutates_args=())
-def fourier_kan_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(dL/ds, dL/da, dL/db) of z = Phi(s) given dL/dz, recomputing the features frequency by frequency."""
-    return _fourier_z_backward(s, gz, a, b)
+def fourier_kan_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor, base_w: Tensor, act: str
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dL/ds, dL/da, dL/db, dL/dbase_w) of z = Phi(s) given dL/dz, recomputing the features frequency by
+    frequency (``base_w`` is an empty placeholder and its gradient zeros when act == "zero")."""
+    gs, ga, gb, gbase = _fourier_z_backward(s, gz, a, b, base_w, act)
+    return gs, ga, gb, torch.zeros_like(base_w) if gbase is None else gbase
 
 
 @fourier_kan_backward.register_fake
-def _(s, gz, a, b):
-    return torch.empty_like(s), torch.empty_like(a), torch.empty_like(b)
+def _(s, gz, a, b, base_w, act):
+    return torch.empty_like(s), torch.empty_like(a), torch.empty_like(b), torch.empty_like(base_w)
 
 
-def activation_flops(rows: int, in_features: int, rank: int, grid_size: int, out_features: int | None = None) -> int:
+def activation_flops(rows: int, in_features: int, rank: int, grid_size: int, out_features: int | None = None,
+                     base: bool = False) -> int:
     """Multiply-accumulates of Phi and W the paper's way (PAPER §1.8: L h N^2 r (3G + 1) per image): per
-    (row, input, unit output) G products m * x and 2G coefficient MACs, plus r MACs per W output."""
+    (row, input, unit output) G products m * x and 2G coefficient MACs, plus r MACs per W output; a base
+    activation b(x) adds its weight's MAC per (row, input, unit output) (the paper gives no count for it)."""
     out_features = in_features if out_features is None else out_features
-    return rows * in_features * rank * 3 * grid_size + rows * rank * out_features
+    return rows * in_features * rank * (3 * grid_size + int(base)) + rows * rank * out_features
 
 
 def _no_autocast(t: Tensor):
@@ -106,20 +140,28 @@ class FourierAttentionFunction(torch.autograd.Function):
     """out = (W Phi(q k^T * scale)) v per head, saving only q, k, v, z and the parameters."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
+                base_w: Tensor | None = None, act: str = "zero") -> Tensor:
+        if act not in BASE_ACTIVATIONS or (act != "zero") != (base_w is not None):
+            raise ValueError(f"fourier_attention: act={act!r} is not allowed with base_w "
+                             f"{'given' if base_w is not None else 'None'}; allowed: 'zero' without base_w, "
+                             f"'identity' / 'silu' / 'gelu' with base_w")
         cd = torch.float32 if _lowp(q) else q.dtype
         with _no_autocast(q):
             s = torch.matmul(q, k.transpose(-1, -2)).to(cd) * scale
-            z, attn = torch.ops.karat.fourier_kan_w(s, a.to(cd), b.to(cd), w.to(cd))
+            z, attn = torch.ops.karat.fourier_kan_w(s, a.to(cd), b.to(cd), w.to(cd),
+                                                    None if base_w is None else base_w.to(cd), act)
             out = torch.matmul(attn.to(v.dtype), v)
-        ctx.save_for_backward(q, k, v, a, b, w, z)
-        ctx.scale = scale
+        if base_w is None:
+            base_w = a.new_empty(0)
+        ctx.save_for_backward(q, k, v, a, b, w, z, base_w)
+        ctx.scale, ctx.act = scale, act
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        q, k, v, a, b, w, z = ctx.saved_tensors
-        scale = ctx.scale
+        q, k, v, a, b, w, z, base_w = ctx.saved_tensors
+        scale, act = ctx.scale, ctx.act
         cd = z.dtype
         with _no_autocast(q):
             wc = w.to(cd)
@@ -131,24 +173,29 @@ class FourierAttentionFunction(torch.autograd.Function):
             gw = torch.matmul(gattn.transpose(-1, -2), z).sum(0)                  # [h, N, r]
             del gattn
             s = torch.matmul(q, k.transpose(-1, -2)).to(cd) * scale
-            gs, ga, gb = torch.ops.karat.fourier_kan_backward(s, gz, a.to(cd), b.to(cd))
+            gs, ga, gb, gbase = torch.ops.karat.fourier_kan_backward(s, gz, a.to(cd), b.to(cd), base_w.to(cd), act)
             del s
             gs = (gs * scale).to(q.dtype)
             gq = torch.matmul(gs, k)
             gk = torch.matmul(gs.transpose(-1, -2), q)
-        return gq, gk, gv, ga.to(a.dtype), gb.to(b.dtype), gw.to(w.dtype), None
+        gbase = None if act == "zero" else gbase.to(base_w.dtype)
+        return gq, gk, gv, ga.to(a.dtype), gb.to(b.dtype), gw.to(w.dtype), None, gbase, None
 
 
-def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float) -> Tensor:
-    """Memory-efficient KArAt attention core; q, k, v [B, h, N, d]; a, b [h, r, N, G]; w [h, N, r]."""
-    return FourierAttentionFunction.apply(q, k, v, a, b, w, scale)
+def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
+                      base_w: Tensor | None = None, act: str = "zero") -> Tensor:
+    """Memory-efficient KArAt attention core; q, k, v [B, h, N, d]; a, b [h, r, N, G]; w [h, N, r];
+    optional base activation ``act`` with weight ``base_w`` [h, r, N]."""
+    return FourierAttentionFunction.apply(q, k, v, a, b, w, scale, base_w, act)
 
 
-def fourier_attention_reference(q, k, v, a, b, w, scale):
+def fourier_attention_reference(q, k, v, a, b, w, scale, base_w=None, act="zero"):
     """The same function written the straightforward way (PAPER §1.11), for tests."""
     s = torch.matmul(q, k.transpose(-1, -2)) * scale
     m = torch.arange(1, a.shape[-1] + 1, device=s.device, dtype=s.dtype)
     xm = s.unsqueeze(-1) * m
     z = torch.einsum("bhkqg,hpqg->bhkp", torch.cos(xm), a) + torch.einsum("bhkqg,hpqg->bhkp", torch.sin(xm), b)
+    if act != "zero":
+        z = z + torch.einsum("bhkq,hpq->bhkp", _base(s, act), base_w)
     attn = torch.einsum("bhkp,hlp->bhkl", z, w)
     return torch.matmul(attn, v)

@@ -99,7 +99,9 @@ class KArAtAttention(nn.Module):
                                  "allowed: 0, or impl='reference'")
             ks = self.cfg.softmax_heads
             a, b = op.fourier_coefficients()
-            ko = fourier_attention(q[:, ks:], k[:, ks:], v[:, ks:], a, b, op.w, self.scale)
+            act = self.cfg.base_activation
+            ko = fourier_attention(q[:, ks:], k[:, ks:], v[:, ks:], a, b, op.w, self.scale,
+                                   None if act == "zero" else op.phi1.base_weight, act)
             o = ko if ks == 0 else torch.cat([self._softmax(q[:, :ks], k[:, :ks], v[:, :ks]), ko], dim=1)
         else:
             o = self._explicit_forward(q, k, v, op)

@@ -33,9 +33,12 @@ Init: "paper" draws basis coefficients from N(0, 1) (Table 6); "scaled" (default
 sqrt(fan_in * basis functions) (bases.py). W is not specified by the paper (PAPER §7.5): we use timm's
 Linear init, trunc_normal(std = 0.02), under both inits. With "scaled" coefficients a row of Phi has unit
 std, so attention entries have std ~ 0.02 sqrt(r) ~ 0.07 ~ 1 / sqrt(N) and the attention output keeps the
-scale of V, like softmax; with "paper" coefficients the entries are ~ sqrt(N G) ~ 24 times larger. For the
-operators whose last map is a KAN layer (phi_w, phi_phi, full rank) the "scaled" init gives that layer
-std 1 / sqrt(N) outputs for the same reason.
+scale of V; with "paper" coefficients the entries are ~ sqrt(N G) ~ 24 times larger. Measured at init on
+ViT-Tiny 224/16 (8 random images, seed 0), std of the attention branch output per block: softmax 0.007,
+"scaled" 0.04–0.05, "paper" 1.4–1.9 (the residual stream ends at std 5.1 instead of 0.64–0.67): pre-norm
+keeps the paper init finite but the KArAt branch then outweighs everything else ~250x at step 0, hence
+the "scaled" default. For the operators whose last map is a KAN layer (phi_w, phi_phi, full rank) the
+"scaled" init gives that layer std 1 / sqrt(N) outputs for the same reason.
 """
 from __future__ import annotations
 

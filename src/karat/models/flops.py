@@ -27,9 +27,11 @@ from .inspect import attention_layers
 # FlopCounterMode's built-in formulas return 2 * MACs; ours do the same and count_flops halves everything.
 
 
-def _fourier_kan_w_flop(s_shape, a_shape, b_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+def _fourier_kan_w_flop(s_shape, a_shape, b_shape, w_shape, base_shape=None, act="zero", *args, out_shape=None,
+                        **kwargs) -> int:
     rows = math.prod(s_shape[:-1])
-    return 2 * activation_flops(rows, s_shape[-1], a_shape[1], a_shape[-1], out_features=w_shape[1])
+    return 2 * activation_flops(rows, s_shape[-1], a_shape[1], a_shape[-1], out_features=w_shape[1],
+                                base=act != "zero")
 
 
 def _softmax_flop(x_shape, *args, out_shape=None, **kwargs) -> int:

@@ -25,7 +25,7 @@ from karat.utils.provenance import provenance
 from . import claims as claims_mod
 from .figures import FigureResult, fig07_ratios
 from .results import FAMILY_NAMES, Results
-from .tables import NOT_RUN, BuiltTable
+from .tables import NOT_RUN, BuiltTable, markdown_table
 
 LOG_FINISHED = re.compile(r"\[karat\] (\w+) finished in ([0-9.]+) s with exit code (\d+)")
 
@@ -141,6 +141,19 @@ def summary_numbers(tables: list[BuiltTable], claims: list) -> dict:
             "claims": verdicts}
 
 
+def coverage_frame(tables: list[BuiltTable]) -> pd.DataFrame:
+    rows = []
+    for t in tables:
+        acc = [c.diff for c in t.cells if c.diff is not None and c.paper.metric in ("top1", "top5")]
+        ratios = [c.ours.mean / c.paper.value for c in t.cells
+                  if c.diff is not None and c.paper.metric not in ("top1", "top5") and c.paper.value]
+        rows.append({"table": t.table.name, "paper numbers": t.n_reported, "with a run here": t.n_compared,
+                     "mean Δ accuracy": f"{statistics.fmean(acc):+.2f}" if acc else "–",
+                     "mean abs. Δ accuracy": f"{statistics.fmean(abs(d) for d in acc):.2f}" if acc else "–",
+                     "median ours/paper (other)": f"{statistics.median(ratios):.2f}" if ratios else "–"})
+    return pd.DataFrame(rows)
+
+
 def build_blocks(results: Results, tables: list[BuiltTable], figures: list[FigureResult], claims: list,
                  wall_s: float | None = None) -> list[Block]:
     prof = results.profile
@@ -168,6 +181,10 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
     if s["tables_without_runs"]:
         lines.append("Tables with no run in this profile: " + ", ".join(s["tables_without_runs"]) + ".")
     B.append(Block("ul", lines))
+    B.append(Block("p", "How much of each table this profile reproduces, and how far our numbers are from the paper's "
+                        "(Δ = ours − paper over the cells that have both; accuracy in points, other quantities as "
+                        "the median ratio ours / paper):"))
+    B.append(Block("table", coverage_frame(tables)))
 
     B.append(Block("h2", "Profile and runs"))
     rows = []
@@ -308,7 +325,7 @@ def to_markdown(blocks: list[Block]) -> str:
         elif b.kind == "ul":
             out.append("\n".join(f"- {i}" for i in b.content))
         elif b.kind == "table":
-            out.append(b.content.to_markdown(index=False, disable_numparse=True))
+            out.append(markdown_table(b.content))
             if b.extra:
                 out.append(f"Files: `{b.extra}.md`, `{b.extra}.tex`, `{b.extra}.csv`")
         elif b.kind == "fig":

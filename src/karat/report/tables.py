@@ -42,6 +42,15 @@ NON_VIT_MODELS = {"convit_tiny": "ConViT-Tiny", "swin_tiny": "Swin-Tiny", "vitde
                   "bspline_kan": "B-spline KAN"}
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table; '|' inside a cell would end the cell, so it is escaped."""
+    def esc(v: Any) -> str:
+        return "" if v is None else str(v).replace("|", "\\|")
+    clean = pd.DataFrame([[esc(v) for v in row] for row in df.itertuples(index=False)],
+                         columns=[esc(c) for c in df.columns])
+    return clean.to_markdown(index=False, disable_numparse=True)
+
+
 def format_value(value: float, metric: str, decimals: int | None = None) -> str:
     if decimals is None:
         decimals = paper_data.METRIC_DECIMALS.get(metric, 2)
@@ -131,7 +140,7 @@ class BuiltTable:
         return pd.DataFrame([by_row[i] for i in sorted(by_row)])
 
     def markdown(self) -> str:
-        return self.wide_frame().to_markdown(index=False, disable_numparse=True)
+        return markdown_table(self.wide_frame())
 
     def latex(self) -> str:
         df = self.wide_frame()

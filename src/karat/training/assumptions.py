@@ -1,0 +1,156 @@
+"""Every choice the training engine makes where the paper is silent or ambiguous, in one list.
+
+The report renders this list (``assumptions_for(spec.recipe)`` for each distinct recipe of a profile), so
+a reader sees what was assumed next to the numbers. Each entry is a dict:
+
+``key``     the recipe key (``train.x`` / ``data.x``) or a name for a behaviour of the engine
+``value``   our value (from the recipe when the recipe sets it)
+``paper``   what the paper says, with the PAPER.md section / §7 item
+``why``     why we chose this value
+
+:data:`ASSUMPTIONS` shows the defaults (the ``paper`` recipe values); :func:`assumptions_for` fills in the
+values of one resolved recipe.
+"""
+from __future__ import annotations
+
+import copy
+
+from .recipe import DEFAULTS as TRAIN_DEFAULTS
+from .recipe import validate_train_recipe
+
+# (key, recipe section or None for engine behaviour, paper, why). ``value`` comes from the recipe for keys
+# with a section; the engine's fixed behaviours carry their value here.
+_ENTRIES: list[dict] = [
+    {"key": "train.lr", "section": "train",
+     "paper": "5e-4 x batch / 512 = 3.125e-5 (CIFAR, batch 32), 1.25e-4 (ImageNet, batch 128); per-GPU or "
+              "global batch not stated (PAPER §3.1, §7 item 8)",
+     "why": "the learning rate is used exactly as stated and is not rescaled by the number of GPUs"},
+    {"key": "train.batch_size", "section": "train",
+     "paper": "32 (CIFAR) / 128 (ImageNet) on 2 GPUs; per GPU or global NOT FOUND (§3.1, §7 item 8)",
+     "why": "the global batch: a DDP run splits it over the ranks, so any number of GPUs trains the same "
+            "recipe with the same learning rate"},
+    {"key": "train.optimizer", "section": "train",
+     "paper": "'ADAM' in §C.1, 'AdamW' in Table 5 (§7 item 9)",
+     "why": "AdamW: Table 5 is the hyper-parameter table, and weight decay 0.05 is DeiT's AdamW setting"},
+    {"key": "train.betas", "section": "train",
+     "paper": "momentum 0.9 (beta1); beta2 NOT FOUND (§3.1)",
+     "why": "beta2 = 0.999, the PyTorch/timm default used by DeiT"},
+    {"key": "train.karat_weight_decay", "section": "train",
+     "paper": "not discussed (weight decay 0.05 for the model, §3.1)",
+     "why": "the KArAt coefficients and W are ordinary learnable weights of the attention; decaying them like "
+            "the other weights is what an optimizer built from model.parameters() would do"},
+    {"key": "weight_decay_exclusions", "section": None,
+     "value": "biases, norm weights, pos_embed, cls_token (every 1-D tensor and model.no_weight_decay())",
+     "paper": "not stated; 'DeiT training strategy' (§3.1)",
+     "why": "DeiT/timm exclude these from weight decay (timm param_groups_weight_decay)"},
+    {"key": "train.sched_on", "section": "train",
+     "paper": "cosine, 5 warm-up epochs from 1e-6, min 1e-5 (§3.1); update granularity not stated",
+     "why": "'epoch' follows DeiT (the schedule steps once per epoch); 'step' gives a smooth per-step "
+            "schedule for the short CPU recipes, where a whole epoch at the warm-up LR would be wasted"},
+    {"key": "cosine_horizon", "section": None,
+     "value": "timm CosineLRScheduler: t_initial = epochs, linear warm-up overlaid on the first "
+              "warmup_epochs (warmup_prefix=False), no cooldown epochs",
+     "paper": "'decay epochs 1, decay rate 0.988' also listed (timm step-decay fields; no effect under cosine) "
+              "(§3.1)",
+     "why": "DeiT's create_scheduler with its default warmup_prefix=False; the step-decay fields are ignored"},
+    {"key": "train.drop_path", "section": "train",
+     "paper": "drop-path NOT FOUND (§3.1, §7 item 10)",
+     "why": "0.1, DeiT's default for ViT-Tiny/Small"},
+    {"key": "dropout", "section": None, "value": "0 (attention and projection dropout)",
+     "paper": "dropout NOT FOUND (§3.1)", "why": "DeiT and timm's ViT defaults"},
+    {"key": "data.random_erasing", "section": "data",
+     "paper": "random erasing NOT FOUND (§3.1, §7 item 10)", "why": "0.25, DeiT's default"},
+    {"key": "data.mixup_alpha", "section": "data",
+     "paper": "mixup and cutmix on, 'probability 0.5, 0.5', alphas NOT FOUND (§3.1, §7 item 10)",
+     "why": "0.8, DeiT's default"},
+    {"key": "data.cutmix_alpha", "section": "data",
+     "paper": "alphas NOT FOUND (§3.1, §7 item 10)", "why": "1.0, DeiT's default"},
+    {"key": "data.mixup_prob", "section": "data",
+     "paper": "'probability 0.5, 0.5' (§3.1, §7 item 10)",
+     "why": "read as timm mixup_prob = 0.5 and mixup_switch_prob = 0.5"},
+    {"key": "repeated_augmentation", "section": None, "value": "off",
+     "paper": "repeated augmentation NOT FOUND (§3.1)",
+     "why": "DeiT turns it on for ImageNet, but it mostly matters for many-GPU runs and is not listed in "
+            "Table 5; off keeps one image per sample per epoch"},
+    {"key": "train.label_smoothing", "section": "train",
+     "paper": "0.1 (§3.1)",
+     "why": "applied to the training loss only (inside the mixup/cutmix targets when those are on); the "
+            "logged test loss is plain cross-entropy"},
+    {"key": "train.ema_decay", "section": "train",
+     "paper": "EMA on, decay 0.99992; whether the reported accuracy is the EMA model NOT FOUND (§3.1)",
+     "why": "EMA updated after every optimizer step, no EMA warm-up (timm ModelEma as DeiT uses it); both raw "
+            "and EMA weights are evaluated every epoch and both are in metrics.json"},
+    {"key": "train.report_weights", "section": "train",
+     "paper": "last vs best epoch, EMA vs raw NOT FOUND (§7 item 11)",
+     "why": "ema_best for the paper recipes (the EMA is what DeiT's recipe is for, and DeiT prints the best "
+            "accuracy seen); every combination is kept in metrics.json so the choice can be changed"},
+    {"key": "best_epoch_selection", "section": None,
+     "value": "highest test top-1 after an epoch, raw and EMA tracked separately",
+     "paper": "best-vs-last NOT FOUND (§3.1, §7 item 11)",
+     "why": "CIFAR has no separate validation split and the paper reports test accuracy, so the test split "
+            "selects the best epoch, as DeiT's 'max accuracy' does; this is optimistic by construction"},
+    {"key": "train.grad_clip", "section": "train",
+     "paper": "gradient clipping 1.0 (§3.1)",
+     "why": "clip the global L2 norm of all gradients (timm's default 'norm' mode)"},
+    {"key": "train.amp", "section": "train",
+     "paper": "precision NOT FOUND (§3.1, §3.8)",
+     "why": "bf16 autocast on CUDA (same range as float32, no loss scaling); float32 on the CPU"},
+    {"key": "drop_last", "section": None, "value": "true (training); evaluation uses every test image",
+     "paper": "not stated", "why": "timm/DeiT drop the last incomplete training batch"},
+    {"key": "seeds", "section": None, "value": "as listed per profile in params.yaml",
+     "paper": "seeds / number of runs NOT FOUND; single numbers, no std (§3.1, §7 item 11)",
+     "why": "several seeds where the budget allows, reported as mean ± std"},
+]
+
+
+def _data_defaults() -> dict:
+    try:
+        from karat.data.recipe import DEFAULTS
+        return dict(DEFAULTS)
+    except ImportError:  # data part not installed: show the recipe's own values only
+        return {}
+
+
+def _format(value):
+    return copy.deepcopy(value)
+
+
+def assumptions_for(recipe: dict) -> list[dict]:
+    """The assumptions with the values of ``recipe`` (``{"train": {...}, "data": {...}}``, resolved)."""
+    recipe = recipe or {}
+    train = recipe.get("train", {})
+    train = validate_train_recipe(train) if train else dict(TRAIN_DEFAULTS)
+    data = {**_data_defaults(), **(recipe.get("data") or {})}
+    out = []
+    for e in _ENTRIES:
+        item = {"key": e["key"]}
+        if e["section"] is None:
+            item["value"] = e["value"]
+        else:
+            name = e["key"].split(".", 1)[1]
+            source = train if e["section"] == "train" else data
+            item["value"] = _format(source.get(name))
+        item["paper"] = e["paper"]
+        item["why"] = e["why"]
+        out.append(item)
+    img = data.get("img_size")
+    if img is not None and img != 224:
+        out.append({"key": "data.img_size", "value": img,
+                    "paper": "224x224 for all datasets, CIFAR upsampled (§3.1)",
+                    "why": "CIFAR-native resolution for the 32/4 models: 65 tokens instead of 197, so the "
+                           "CPU and small-GPU profiles can train the same architectures"})
+    if train.get("epochs") != 100:
+        out.append({"key": "train.epochs", "value": train.get("epochs"), "paper": "100 epochs (§3.1)",
+                    "why": "shortened for this profile's compute budget; the accuracies are not comparable "
+                           "to the paper's"})
+    return out
+
+
+ASSUMPTIONS: list[dict] = assumptions_for({
+    "train": {**{k: v for k, v in TRAIN_DEFAULTS.items() if v is not None},
+              "epochs": 100, "batch_size": 32, "lr": 3.125e-5},
+    "data": {"img_size": 224, "random_erasing": 0.25, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
+             "mixup_prob": 0.5, "mixup_switch_prob": 0.5},
+})
+
+__all__ = ["ASSUMPTIONS", "assumptions_for"]
