@@ -143,3 +143,10 @@ def test_hyperparameter_tables_are_refused(results):
     with pytest.raises(ValueError, match="hyperparameters table"):
         build_table(5, results)
     assert {str(n) for n in REPORT_TABLES} <= {str(n) for n in paper.RESULT_TABLES}
+
+
+def test_markdown_escapes_pipes():
+    from karat.report.tables import markdown_table
+    md = markdown_table(pd.DataFrame([{"a": "x | y", "b": 1}]))
+    assert "x \\| y" in md
+    assert all(line.count("|") - line.count("\\|") == 3 for line in md.splitlines())
