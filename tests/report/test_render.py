@@ -126,3 +126,23 @@ def test_cli_entry_point(workspace, synthetic, tmp_path, capsys):
     assert (root / "results" / PROFILE / "REPORT.md").is_file()
     assert "REPORT.md" in capsys.readouterr().out
     assert main(["--params", str(params), "--profile", PROFILE, "--root", str(root), "--strict"]) == 1
+
+
+def test_assumptions_and_stage_times(workspace, synthetic):
+    root, profile = workspace
+    logs = root / "logs" / PROFILE / "evaluate"
+    logs.mkdir(parents=True)
+    (logs / "a.log").write_text("...\n[karat] evaluate finished in 12.5 s with exit code 0\n")
+    (logs / "b.log").write_text("[karat] evaluate finished in 7.5 s with exit code 0\n")
+    out = build_report(profile, root, compare_lookup=synthetic.fake_compare_lookup)
+    md = out["paths"]["md"].read_text()
+    from karat.report.render import stage_wall_times
+    wt = stage_wall_times(out["results"]).set_index("stage")
+    assert wt.loc["evaluate", "jobs"] == 2 and wt.loc["evaluate", "total_s"] == pytest.approx(20.0)
+    assert wt.loc["train (metrics.json)", "jobs"] == 41
+    try:
+        import karat.training.assumptions  # noqa: F401
+    except ImportError:
+        assert "assumptions list is missing" in md
+    else:
+        assert "Recipe `demo`" in md and "train.report_weights" in md

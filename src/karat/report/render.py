@@ -92,6 +92,12 @@ def load_assumptions(results: Results) -> tuple[list, str]:
     return out, ""
 
 
+def _short(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
 def _assumption_text(item: Any) -> str:
     if isinstance(item, str):
         return item
@@ -108,7 +114,7 @@ def _assumption_text(item: Any) -> str:
         if ref:
             s += f" [{ref}]"
         rest = {k: v for k, v in item.items() if k not in ("key", "name", "id", "value", "text", "reason",
-                                                           "description", "why", "paper", "ref", "source")}
+                                                           "description", "why", "paper", "ref", "source", "section")}
         if rest:
             s += " " + json.dumps(rest, default=str)
         return s
@@ -224,8 +230,13 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
     if why:
         B.append(Block("p", why + "."))
     for recipe_name, items in assumptions:
-        B.append(Block("p", f"Recipe `{recipe_name}`:"))
-        B.append(Block("ul", [_assumption_text(i) for i in items] or ["(none listed)"]))
+        B.append(Block("p", f"Recipe `{recipe_name}` (`karat.training.assumptions.assumptions_for`):"))
+        if items and all(isinstance(i, dict) and "key" in i for i in items):
+            B.append(Block("table", pd.DataFrame([{
+                "setting": i["key"], "our value": _short(i.get("value")), "what the paper says": i.get("paper", ""),
+                "why": i.get("why", "")} for i in items])))
+        else:
+            B.append(Block("ul", [_assumption_text(i) for i in items] or ["(none listed)"]))
 
     B.append(Block("h2", "Tables: paper vs this reproduction"))
     B.append(Block("p", "Each paper column is split into *paper* and *ours*. *Ours* is the mean ± sample standard "
