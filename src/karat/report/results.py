@@ -157,19 +157,23 @@ class Results:
         return Stat(values=tuple(v for _, v in pairs), run_ids=tuple(rid for rid, _ in pairs),
                     source="metrics.json", models=(chosen_model,))
 
-    def compute_row(self, model: str, attention: str) -> dict | None:
-        """The compute.csv row behind a (family, attention) cell: paper geometry first, then implementation."""
+    def compute_row(self, model: str, attention: str, num_classes: int | None = None) -> dict | None:
+        """The compute.csv row behind a (family, attention) cell: paper geometry first, then the paper's head
+        size (Table 13 mixes 10- and 1000-class heads) when compute.csv has it, then the implementation."""
         rows = [r for r in self.compute_rows
                 if model_family(r["model"]) == model and r["attention"] == attention]
         if not rows:
             return None
         chosen_model = _prefer_paper_geometry({r["model"] for r in rows})
         rows = [r for r in rows if r["model"] == chosen_model]
+        if num_classes is not None:
+            same_head = [r for r in rows if str(r.get("num_classes", "")) == str(num_classes)]
+            rows = same_head or rows
         order = {impl: i for i, impl in enumerate(COMPUTE_IMPL_PREFERENCE)}
         return sorted(rows, key=lambda r: (order.get(r.get("impl", ""), len(order)), r.get("impl", "")))[0]
 
     def _compute_stat(self, model: str, attention: str, metric: str, extra: dict) -> Stat | None:
-        row = self.compute_row(model, attention)
+        row = self.compute_row(model, attention, extra.get("num_classes"))
         value = None if row is None else compute_metric(row, metric)
         if value is None:
             return None

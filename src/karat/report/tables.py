@@ -298,7 +298,7 @@ def _run_differences(specs: list, results: Results) -> list[str]:
 def _compute_differences(cells: list, results: Results) -> list[str]:
     rows = []
     for c in cells:
-        row = results.compute_row(c.paper.model, c.paper.attention)
+        row = results.compute_row(c.paper.model, c.paper.attention, c.paper.extra.get("num_classes"))
         if row is not None and row not in rows:
             rows.append(row)
     lines = []
