@@ -1,0 +1,561 @@
+"""The training loop: one run of the paper's recipe, resumable, reproducible, data-parallel.
+
+Read top to bottom: :func:`train` sets up (model, data, optimizer, schedule, EMA), resumes from the last
+complete state if there is one, then runs the epochs. Each epoch trains, evaluates the raw and the EMA
+weights on the test split, writes a log row and, atomically, the complete resume state. The declared
+outputs of the run (``runs/<profile>/<run>/``) are (re)published from the state after every epoch and at the
+end, so an orchestrator that deletes them before re-running the job loses nothing.
+
+Reproducibility. The data order and augmentation depend only on (seed, epoch, rank) (karat.data), and the
+global torch RNG (drop-path) is re-seeded from (seed, epoch, rank) at the start of every epoch, so an epoch
+computes the same thing whether or not the process was restarted before it. With ``deterministic: true``
+on the CPU, a run killed at any moment and resumed finishes with bit-identical weights and metrics.
+
+Data parallel (``torchrun --nproc_per_node K -m karat train ...``): ``batch_size`` is the global batch, each
+rank takes its contiguous share of every global batch (karat.data), DDP averages the gradients, so the
+optimizer sees the same gradient as a one-process run with the same batch, up to the floating-point
+order of the reduction. Only rank 0 writes files.
+
+Schedule. timm's CosineLRScheduler, updated once per epoch (``sched_on: epoch``, DeiT) or before every
+optimizer step (``sched_on: step``).
+
+Log columns (log.csv, one row per epoch, epoch counted from 1): ``epoch_time_s`` is the whole epoch
+(training, both evaluations, checkpointing); ``train_images_per_s`` counts the training phase only.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
+from ..utils.provenance import device_description, provenance
+from . import checkpoint as ckpt
+from .recipe import validate_train_recipe
+
+LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "top1", "top5", "ema_top1", "ema_top5", "lr",
+               "epoch_time_s", "train_images_per_s")
+STATE_FILE = "state.pt"
+STATE_VERSION = 1
+# How often (optimizer steps) the loss is checked for NaN/inf. Checking needs a device->host sync; every
+# step would stall the GPU queue. The check records the first bad step on the device, so the error still
+# names the exact step.
+NAN_CHECK_EVERY = 20
+PLAIN_LOG_EVERY_S = 60.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or the gradient norm) became NaN/inf. The last good state on disk is left untouched."""
+
+    def __init__(self, message: str, epoch: int, step: int):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+# --------------------------------------------------------------------------------------------------
+# building blocks
+
+class EMA:
+    """Exponential moving average of a model's weights (timm ModelEmaV3 semantics, no warm-up): after each
+    optimizer step ``ema = decay * ema + (1 - decay) * weights``; integer buffers are copied."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self._pairs(model)
+
+    def _pairs(self, model):
+        own, src = self.module.state_dict(), model.state_dict()
+        keys = [k for k in own if own[k].is_floating_point()]
+        self._float = ([own[k] for k in keys], [src[k] for k in keys])
+        self._other = [(own[k], src[k]) for k in own if not own[k].is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        ema, cur = self._float
+        torch._foreach_lerp_(ema, cur, 1.0 - self.decay)
+        for e, c in self._other:
+            e.copy_(c)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, karat_weight_decay: float) -> list[dict]:
+    """AdamW groups: decayed weights; no decay for biases, norms and model.no_weight_decay() (DeiT/timm);
+    the KArAt operators' parameters with their own decay (``karat_weight_decay``)."""
+    from karat.models import karat_operators
+
+    karat_ids = {id(p) for _, op in karat_operators(model) for p in op.parameters()}
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    groups = {"decay": [], "no_decay": [], "karat": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in karat_ids:
+            groups["karat"].append(p)
+        elif p.ndim <= 1 or name.endswith(".bias") or name in skip:
+            groups["no_decay"].append(p)
+        else:
+            groups["decay"].append(p)
+    wd = {"decay": weight_decay, "no_decay": 0.0, "karat": karat_weight_decay}
+    return [{"params": ps, "weight_decay": wd[k], "name": k} for k, ps in groups.items() if ps]
+
+
+def build_scheduler(optimizer, t: dict, steps_per_epoch: int):
+    from timm.scheduler import CosineLRScheduler
+
+    per_step = t["sched_on"] == "step"
+    unit = steps_per_epoch if per_step else 1
+    # A constant schedule is a cosine whose floor is the peak (warm-up still applies).
+    lr_min = t["lr"] if t["schedule"] == "constant" else t["min_lr"]
+    return CosineLRScheduler(optimizer, t_initial=t["epochs"] * unit, lr_min=lr_min,
+                             warmup_t=t["warmup_epochs"] * unit, warmup_lr_init=t["warmup_lr"],
+                             warmup_prefix=False, t_in_epochs=not per_step)
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(repr(tuple(parts)).encode()) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, loader, amp_ctx=contextlib.nullcontext, rank: int = 0,
+                   world_size: int = 1) -> dict:
+    """Top-1, Top-5 (percent) and mean cross-entropy over every image of ``loader``.
+
+    With several ranks each takes every ``world_size``-th batch and the sums are all-reduced."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct1, correct5, n
+    for k, (x, y) in enumerate(loader):
+        if k % world_size != rank:
+            continue
+        with amp_ctx():
+            logits = model(x)
+        logits = logits.float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top.eq(y[:, None])
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
+                             hit.any(dim=1).sum().double(), torch.tensor(len(y), dtype=torch.float64,
+                                                                         device=device)])
+    if world_size > 1:
+        dist.all_reduce(sums)
+    model.train(was_training)
+    loss, c1, c5, n = sums.tolist()
+    if n == 0:
+        raise ValueError("the evaluation split has no images")
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": int(n)}
+
+
+def create_run_model(spec, t: dict | None = None) -> torch.nn.Module:
+    """The run's architecture with fresh weights; drop-path from the train recipe."""
+    from karat.models import create_model
+
+    kwargs = dict(getattr(spec, "model_kwargs", None) or {})
+    if t is not None:
+        if "drop_path_rate" in kwargs:
+            raise ValueError(f"model_kwargs: drop_path_rate = {kwargs['drop_path_rate']!r} conflicts with the "
+                             f"recipe's train.drop_path = {t['drop_path']!r}; set it in the recipe only")
+        kwargs["drop_path_rate"] = t["drop_path"]
+    return create_model(spec.model, num_classes=spec.num_classes, attention=spec.attention, **kwargs)
+
+
+def spec_dict(spec) -> dict:
+    if hasattr(spec, "to_dict"):
+        return spec.to_dict()
+    return json.loads(json.dumps(vars(spec), default=str))
+
+
+def run_fingerprint(spec, manifest: dict) -> str:
+    """What the training computes depends on: a state with another fingerprint is not resumed."""
+    key = {"model": spec.model, "attention": spec.attention, "model_kwargs": dict(spec.model_kwargs or {}),
+           "num_classes": spec.num_classes, "seed": spec.seed, "dataset": spec.dataset, "subset": spec.subset,
+           "train": {k: v for k, v in spec.recipe.get("train", {}).items() if k not in ("report_weights",)},
+           "data": spec.recipe.get("data", {}),
+           "data_files": {s: {f: m.get("sha256") for f, m in v.get("files", {}).items()}
+                          for s, v in manifest.get("splits", {}).items()}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    import resource
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_max_rss"
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed set-up
+
+class _Dist:
+    def __init__(self, device):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(self.rank)))
+        if device is None:
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", local if self.world_size > 1 else torch.cuda.current_device())
+            torch.cuda.set_device(self.device)
+        self.created = False
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.created = True
+        if self.world_size > 1:
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.main = self.rank == 0
+
+    def barrier(self):
+        if self.world_size > 1:
+            dist.barrier()
+
+    def close(self):
+        if self.created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------
+# progress
+
+class _Progress:
+    """tqdm on a terminal, one plain line per minute (and per epoch) otherwise; silent off rank 0."""
+
+    def __init__(self, enabled: bool, bar: bool | None):
+        self.enabled = enabled
+        self.bar = enabled and (bar if bar is not None else sys.stderr.isatty())
+        self._tqdm = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int):
+        self.epoch, self.epochs, self.steps, self.t0, self.last = epoch, epochs, steps, time.time(), time.time()
+        if self.bar:
+            from tqdm import tqdm
+            self._tqdm = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False,
+                              dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, k: int, images: int, loss: float | None, lr: float):
+        if not self.enabled:
+            return
+        rate = images / max(time.time() - self.t0, 1e-9)
+        if self._tqdm is not None:
+            self._tqdm.update(k - self._tqdm.n)
+            self._tqdm.set_postfix(loss=f"{loss:.4f}" if loss is not None else "-", lr=f"{lr:.2e}",
+                                   img_s=f"{rate:.0f}", refresh=False)
+        elif time.time() - self.last >= PLAIN_LOG_EVERY_S:
+            self.last = time.time()
+            eta = (self.steps - k) * (time.time() - self.t0) / max(k, 1)
+            print(f"[train] epoch {self.epoch}/{self.epochs} step {k}/{self.steps} loss "
+                  f"{loss if loss is not None else float('nan'):.4f} lr {lr:.3e} {rate:.0f} img/s "
+                  f"epoch ETA {eta:.0f} s", flush=True)
+
+    def end_epoch(self):
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
+
+    def log(self, text: str):
+        if self.enabled:
+            print(text, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+def _place(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst`` atomically: a hard link (no extra disk) or, across file systems, a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _snapshot_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.safetensors"
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+
+def train(spec, *, device=None, progress: bool | None = None) -> dict:
+    """Train ``spec`` (a karat.config.RunSpec or any object with its fields); resume if a state exists.
+
+    ``progress``: None = a progress bar on a terminal and plain log lines otherwise; True forces the bar,
+    False prints only the per-epoch lines. Returns the content of ``train.json``."""
+    ctx = _Dist(device)
+    try:
+        return _train(spec, ctx, progress)
+    finally:
+        ctx.close()
+
+
+def _train(spec, ctx: _Dist, progress) -> dict:
+    from karat.data import build_eval_loader, build_train_loader, load_prepared
+    from timm.loss import SoftTargetCrossEntropy
+
+    t = validate_train_recipe(dict(spec.recipe.get("train", {})))
+    data_recipe = dict(spec.recipe.get("data", {}))
+    device, rank, world = ctx.device, ctx.rank, ctx.world_size
+    out_dir, state_dir = Path(spec.out_dir), Path(spec.state_dir)
+    state_path = state_dir / STATE_FILE
+    show = _Progress(ctx.main, None if progress is None else bool(progress))
+
+    if t["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    use_amp = device.type == "cuda" and t["amp"] != "none"
+    amp_dtype = torch.bfloat16 if t["amp"] == "bf16" else torch.float16
+
+    def amp_ctx():
+        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+
+    # ---- data
+    ds = load_prepared(spec.prepared_dir)
+    if ds.num_classes != spec.num_classes:
+        raise ValueError(f"num_classes = {spec.num_classes} but {spec.prepared_dir} has {ds.num_classes} classes")
+    loader = build_train_loader(ds, data_recipe, batch_size=t["batch_size"], seed=spec.seed, device=device,
+                                rank=rank, world_size=world, label_smoothing=t["label_smoothing"])
+    eval_loader = build_eval_loader(ds, data_recipe, batch_size=t["eval_batch_size"], device=device)
+    steps = len(loader)
+    if steps == 0:
+        raise ValueError(f"batch_size = {t['batch_size']} leaves no full batch of the {len(ds.train_labels)} "
+                         f"training images")
+
+    # ---- model, optimizer, schedule, EMA (identical initial weights on every rank: same seed)
+    seed_everything(spec.seed)
+    model = create_run_model(spec, t).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, t["weight_decay"], t["karat_weight_decay"]), lr=t["lr"],
+                                  betas=tuple(t["betas"]), eps=t["eps"])
+    scheduler = build_scheduler(optimizer, t, steps)
+    ema = EMA(model, t["ema_decay"]) if t["ema"] else None
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    # Mixup/cutmix targets already carry the label smoothing (karat.data); plain labels get it here.
+    criterion = SoftTargetCrossEntropy() if loader.soft_targets \
+        else torch.nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
+    manifest = ds.manifest or {}
+    fingerprint = run_fingerprint(spec, manifest)
+    meta = {"model": spec.model, "attention": getattr(spec, "attention_label", str(spec.attention)),
+            "run_id": spec.run_id, "fingerprint": fingerprint}
+
+    # ---- resume
+    start_epoch, rows = 0, []
+    best = {"raw": {"top1": -1.0, "epoch": 0, "file": None}, "ema": {"top1": -1.0, "epoch": 0, "file": None}}
+    totals = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0, "peak_memory_bytes": 0, "sessions": []}
+    snapshots: dict[int, str] = {}
+    if state_path.is_file():
+        state = ckpt.load_state(state_path)
+        if state.get("fingerprint") != fingerprint or state.get("version") != STATE_VERSION:
+            show.log(f"[train] {spec.run_id}: the state in {state_dir} belongs to another configuration "
+                     f"(recipe, model or data changed); starting from scratch")
+            if ctx.main:
+                shutil.rmtree(state_dir)
+            ctx.barrier()
+        else:
+            model.load_state_dict(state["model"])
+            if ema is not None:
+                ema.module.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            ckpt.set_rng_state(state["rng"])
+            start_epoch, rows = int(state["epoch"]), list(state["log"])
+            best, totals, snapshots = state["best"], state["totals"], {int(k): v for k, v in state["snapshots"].items()}
+            show.log(f"[train] {spec.run_id}: resuming after epoch {start_epoch}/{t['epochs']} from {state_path}")
+    totals["sessions"].append({"start_epoch": start_epoch, "world_size": world, "device": device_description(str(device)),
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    if ctx.main and start_epoch == 0:  # epoch 0 = the initialisation (optimizer-path analyses)
+        snapshots[0] = _snapshot_name(0)
+        ckpt.save_weights(state_dir / "snapshots" / snapshots[0], model.state_dict(), {**meta, "epoch": "0"})
+
+    fwd = model
+    if world > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t["compile"]:
+        fwd = torch.compile(fwd)
+    params = [p for p in model.parameters() if p.requires_grad]
+    no_bad = torch.iinfo(torch.int64).max
+
+    for epoch in range(start_epoch, t["epochs"]):
+        e1 = epoch + 1
+        t_epoch = time.time()
+        loader.set_epoch(epoch)
+        torch.manual_seed(_seed("train", spec.seed, epoch, rank))  # drop-path etc.: a function of the epoch
+        if t["sched_on"] == "epoch":
+            scheduler.step(epoch)
+        model.train()
+        show.start_epoch(e1, t["epochs"], steps)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        first_bad = torch.full((), no_bad, dtype=torch.int64, device=device)
+        n_local = 0
+        for k, (x, y) in enumerate(loader):
+            if t["sched_on"] == "step":
+                scheduler.step_update(epoch * steps + k)
+            with amp_ctx():
+                loss = criterion(fwd(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            ok = torch.isfinite(loss.detach())
+            if t["grad_clip"] is not None:
+                scaler.unscale_(optimizer)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"])
+                if not scaler.is_enabled():  # fp16 scaling skips inf steps by itself
+                    ok = ok & torch.isfinite(gnorm)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update()
+            first_bad = torch.where(ok | (first_bad != no_bad), first_bad, torch.full_like(first_bad, k))
+            loss_sum += loss.detach().double() * len(x)
+            n_local += len(x)
+            if (k + 1) % NAN_CHECK_EVERY == 0 or k + 1 == steps:
+                _check_finite(first_bad, no_bad, ctx, e1, steps, optimizer, state_path, start_epoch, epoch)
+                show.step(k + 1, n_local * world, (loss_sum / n_local).item(), optimizer.param_groups[0]["lr"])
+        train_s = time.time() - t_epoch
+        show.end_epoch()
+        stats = torch.tensor([loss_sum.item(), float(n_local)], dtype=torch.float64, device=device)
+        if world > 1:
+            dist.all_reduce(stats)
+        train_loss, n_images = stats[0].item() / stats[1].item(), int(stats[1].item())
+        lr = optimizer.param_groups[0]["lr"]
+
+        raw = evaluate_model(model, eval_loader, amp_ctx, rank, world)
+        ema_res = evaluate_model(ema.module, eval_loader, amp_ctx, rank, world) if ema is not None else None
+
+        if ctx.main:
+            stale = []
+            for which, res, weights in (("raw", raw, model), ("ema", ema_res, ema.module if ema else None)):
+                if res is not None and res["top1"] > best[which]["top1"]:
+                    # Epoch-stamped file: the state written below names it, so a kill between the two writes
+                    # cannot leave a state pointing at weights of another epoch.
+                    name = f"best_{which}_e{e1:04d}.safetensors"
+                    ckpt.save_weights(state_dir / name, weights.state_dict(), {**meta, "epoch": str(e1)})
+                    if best[which]["file"]:
+                        stale.append(state_dir / best[which]["file"])
+                    best[which] = {"top1": res["top1"], "epoch": e1, "file": name}
+            if e1 == t["epochs"] or (t["snapshot_every"] and e1 % t["snapshot_every"] == 0):
+                snapshots[e1] = _snapshot_name(e1)
+                ckpt.save_weights(state_dir / "snapshots" / snapshots[e1], model.state_dict(),
+                                  {**meta, "epoch": str(e1)})
+            mem, mem_kind = peak_memory(device)
+            totals["peak_memory_bytes"] = max(int(totals["peak_memory_bytes"]), mem)
+            totals["memory_kind"] = mem_kind
+            totals["train_s"] += train_s
+            totals["images"] += n_images
+            row = {"epoch": e1, "train_loss": train_loss, "test_loss": raw["loss"], "top1": raw["top1"],
+                   "top5": raw["top5"], "ema_top1": ema_res["top1"] if ema_res else "",
+                   "ema_top5": ema_res["top5"] if ema_res else "", "lr": lr,
+                   "epoch_time_s": time.time() - t_epoch, "train_images_per_s": n_images / max(train_s, 1e-9)}
+            totals["elapsed_s"] += row["epoch_time_s"]
+            rows.append(row)
+            ckpt.save_state(state_path, {
+                "version": STATE_VERSION, "fingerprint": fingerprint, "epoch": e1,
+                "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": ckpt.rng_state(), "log": rows, "best": best,
+                "totals": totals, "snapshots": {str(k): v for k, v in snapshots.items()}})
+            for path in stale:
+                path.unlink(missing_ok=True)
+            _publish(out_dir, state_dir, rows, snapshots)
+            ema_txt = f" | EMA top1 {ema_res['top1']:.2f}" if ema_res else ""
+            show.log(f"[train] epoch {e1}/{t['epochs']} train loss {train_loss:.4f} | test loss {raw['loss']:.4f} "
+                     f"top1 {raw['top1']:.2f} top5 {raw['top5']:.2f}{ema_txt} | lr {lr:.3e} | "
+                     f"{row['train_images_per_s']:.0f} img/s | {row['epoch_time_s']:.1f} s")
+        ctx.barrier()
+
+    summary = None
+    if ctx.main:
+        summary = _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best, totals, device,
+                          world)
+    ctx.barrier()
+    if summary is None:  # other ranks read what rank 0 wrote
+        summary = json.loads((out_dir / "train.json").read_text())
+    return summary
+
+
+def _check_finite(first_bad, no_bad, ctx: _Dist, e1, steps, optimizer, state_path, start_epoch, epoch):
+    if ctx.world_size > 1:  # every rank must stop together, or the others hang in the next all-reduce
+        first_bad = first_bad.clone()
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+    bad = int(first_bad.item())
+    if bad == no_bad:
+        return
+    last_good = epoch if epoch > 0 else None
+    kept = (f"the last good state (after epoch {last_good}) is kept in {state_path}" if last_good
+            else "no epoch had completed, so there is no state to keep")
+    raise NonFiniteLossError(
+        f"non-finite loss or gradient norm (NaN/inf) at epoch {e1}, step {bad + 1} of {steps} "
+        f"(lr {optimizer.param_groups[0]['lr']:.3e}); {kept}. Lower the learning rate, enable grad_clip or "
+        f"check the data, then re-run to resume.", epoch=e1, step=bad + 1)
+
+
+def _publish(out_dir: Path, state_dir: Path, rows: list, snapshots: dict) -> None:
+    """(Re)create the declared outputs from the state folder: log.csv and snapshots (hard links)."""
+    _write_log(out_dir / "log.csv", rows)
+    for e, name in sorted(snapshots.items()):
+        _place(state_dir / "snapshots" / name, out_dir / "snapshots" / name)
+    atomic_write_json(out_dir / "snapshots" / "index.json", {str(e): name for e, name in sorted(snapshots.items())})
+
+
+def _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best, totals, device, world) -> dict:
+    last = len(rows)
+    _publish(out_dir, state_dir, rows, snapshots)
+    ckpt.save_weights(out_dir / "model.safetensors", model.state_dict(), {**meta, "epoch": str(last)})
+    if ema is not None:
+        ckpt.save_weights(out_dir / "ema.safetensors", ema.module.state_dict(), {**meta, "epoch": str(last)})
+    for which, name in (("raw", "best.safetensors"), ("ema", "best_ema.safetensors")):
+        if best[which]["file"]:
+            _place(state_dir / best[which]["file"], out_dir / name)
+    summary = {
+        "run_id": spec.run_id, "epochs": last, "best_epoch": best["raw"]["epoch"], "best_top1": best["raw"]["top1"],
+        "best_ema_epoch": best["ema"]["epoch"] if ema is not None else None,
+        "best_ema_top1": best["ema"]["top1"] if ema is not None else None,
+        "last": {k: rows[-1][k] for k in ("train_loss", "test_loss", "top1", "top5", "ema_top1", "ema_top5")},
+        "wall_time_s": totals["elapsed_s"], "train_time_s": totals["train_s"],
+        "train_images_per_s": totals["images"] / max(totals["train_s"], 1e-9),
+        "peak_memory_bytes": totals["peak_memory_bytes"], "memory_kind": totals.get("memory_kind"),
+        "device": device_description(str(device)), "world_size": world, "sessions": totals["sessions"],
+        "fingerprint": meta["fingerprint"], "recipe_train": t, "config": spec_dict(spec),
+        "provenance": provenance(),
+    }
+    atomic_write_json(out_dir / "train.json", summary)
+    return summary
+
+
+__all__ = ["train", "evaluate_model", "EMA", "param_groups", "build_scheduler", "create_run_model",
+           "NonFiniteLossError", "LOG_COLUMNS", "run_fingerprint", "spec_dict"]
