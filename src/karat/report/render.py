@@ -341,7 +341,7 @@ def to_markdown(blocks: list[Block]) -> str:
                 out.append(f"Files: `{b.extra}.md`, `{b.extra}.tex`, `{b.extra}.csv`")
         elif b.kind == "fig":
             rel = f"figures/{b.content.name}"
-            out.append(f"![{b.extra}]({rel})\n\n*{b.extra}* (`{rel}`, PDF beside it)")
+            out.append(f"![{b.content.stem}]({rel})\n\n*{b.extra}* (`{rel}`, PDF beside it)")
         elif b.kind == "pre":
             out.append("```\n" + b.content + "\n```")
         out.append("")
