@@ -7,8 +7,11 @@ constant reproduces all three printed values, 0.005 / 0.008 / 0.016, to the last
 of each); elementwise ops (GELU, residual adds, dropout) are not counted.
 
 The Fourier KArAt activation is the custom op ``karat::fourier_kan_w`` whose registered formula is the
-paper's L h N^2 r (3G + 1) (karat.attention.fourier.activation_flops). Other bases / variants run their
-reference code, whose traced matmul MACs are counted and attributed to the activation. Softmax layers run
+paper's L h N^2 r (3G + 1) (karat.attention.fourier.activation_flops); both impls are counted through it.
+Other bases / variants (phi_w, phi_phi, l1 projection, full rank) run their reference code: its traced
+matmul / einsum MACs are counted and attributed to the activation, but — as fvcore would — not the
+elementwise evaluation of wavelet / rational / B-spline units, for which the paper gives no convention
+(so their activation count is essentially W's N^2 r MACs per head and block). Softmax layers run
 their explicit path during counting so the softmax is visible (fused SDPA hides it); FLOPs are otherwise
 those of the path that trains.
 """
