@@ -137,3 +137,29 @@ def test_universal_token_mismatch_raises():
     op = KArAtOperator(parse_attention("G3U"), heads=3, tokens=65)
     with pytest.raises(ValueError, match="N=65"):
         op(torch.randn(1, 3, 50, 50))
+
+
+def test_operator_evaluate_units_uses_model_head_index():
+    torch.manual_seed(0)
+    op = KArAtOperator(parse_attention({"softmax_heads": 1, "rank": 2}), heads=2, tokens=4, head_offset=1)
+    x = torch.linspace(-1, 1, 5)
+    got = op.evaluate_units(x, [(1, 0, 3), (2, 1, 0)])
+    want = op.phi1.evaluate_units(x, [(0, 0, 3), (1, 1, 0)])
+    assert torch.equal(got, want)
+    # Fourier unit by hand: scaler * sum_m a cos(mx) + b sin(mx)
+    a, b, sc = op.phi1.basis.a[0, 0, 3], op.phi1.basis.b[0, 0, 3], op.phi1.scaler[0, 0, 3]
+    hand = sc * sum(a[m] * torch.cos((m + 1) * x) + b[m] * torch.sin((m + 1) * x) for m in range(3))
+    assert torch.allclose(got[0], hand.detach(), atol=1e-6)
+    with pytest.raises(ValueError, match="head 0 is not a KArAt head"):
+        op.evaluate_units(x, [(0, 0, 0)])
+    with pytest.raises(ValueError, match="q index 4"):
+        op.evaluate_units(x, [(1, 0, 4)])
+
+
+def test_hidden_l1_projection_sits_between_phi_and_w():
+    torch.manual_seed(0)
+    op = KArAtOperator(parse_attention({"l1_projection": "hidden", "rank": 4}), heads=1, tokens=6).double()
+    s = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    from karat.attention.simplex import project_simplex
+    want = torch.einsum("bhkp,hlp->bhkl", project_simplex(op.phi1(s)), op.w)
+    assert torch.allclose(op(s), want)

@@ -95,3 +95,13 @@ def test_activation_flops_formula_and_reference_impl():
     # img_size argument: a model built for 32 counted at its own size
     m = karat.create_model("vit_tiny_patch4_32", num_classes=10, depth=1, device="meta")
     assert karat.count_flops(m, img_size=32) == karat.count_flops(m)
+
+
+@pytest.mark.parametrize("att", [{"grid_size": 3, "l1_projection": True}, {"grid_size": 3, "operator": "phi_w"},
+                                 {"grid_size": 3, "impl": "reference", "softmax_heads": 1}])
+def test_flops_fourier_variants_same_convention(att):
+    m = karat.create_model("vit_tiny_patch16_224", num_classes=10, attention=att, device="meta")
+    f = karat.count_flops(m)
+    heads = 3 - att.get("softmax_heads", 0)
+    assert abs(f["attention_activation"] - 12 * heads * 197 ** 2 * 12 * 10 / 1e9) < 1e-9
+    assert abs(f["softmax"] - 3 * 12 * (3 - heads) * 197 ** 2 / 1e9) < 1e-9

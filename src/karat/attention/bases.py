@@ -15,10 +15,39 @@ translation 0 and scale 1) is the same in both.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import Tensor, nn
+
+_COUNTING = [False]
+
+
+@contextlib.contextmanager
+def paper_flop_convention():
+    """While active (``count_flops``), Fourier units are evaluated through the custom op
+    ``karat::fourier_units`` whose registered FLOP formula is the paper's 3G MACs per (row, input, unit
+    output), so every Fourier operator variant is counted like the main one (PAPER §1.8)."""
+    old, _COUNTING[0] = _COUNTING[0], True
+    try:
+        yield
+    finally:
+        _COUNTING[0] = old
+
+
+@torch.library.custom_op("karat::fourier_units", mutates_args=())
+def fourier_units(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """y[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m x[b,h,k,q]) + b[h,p,q,m] sin(m x[b,h,k,q]) (no autograd:
+    used only for counting)."""
+    xm = x.unsqueeze(-1) * torch.arange(1, a.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    return (torch.einsum("bhkqg,hpqg->bhkp", torch.cos(xm), a)
+            + torch.einsum("bhkqg,hpqg->bhkp", torch.sin(xm), b))
+
+
+@fourier_units.register_fake
+def _(x, a, b):
+    return x.new_empty(x.shape[:-1] + (a.shape[1],))
 
 
 class Basis(nn.Module):
@@ -86,9 +115,12 @@ class FourierBasis(Basis):
 
     def sum_over_inputs(self, x, scale):
         # PAPER §1.11: materialise the [B, H, K, in, G] cos/sin features, contract with the coefficients.
-        xm = x.unsqueeze(-1) * self.frequencies(x)
-        y = torch.einsum("bhkqg,hpqg->bhkp", torch.cos(xm), self.a * scale.unsqueeze(-1))
-        y = y + torch.einsum("bhkqg,hpqg->bhkp", torch.sin(xm), self.b * scale.unsqueeze(-1))
+        if _COUNTING[0]:
+            y = torch.ops.karat.fourier_units(x, self.a * scale.unsqueeze(-1), self.b * scale.unsqueeze(-1))
+        else:
+            xm = x.unsqueeze(-1) * self.frequencies(x)
+            y = torch.einsum("bhkqg,hpqg->bhkp", torch.cos(xm), self.a * scale.unsqueeze(-1))
+            y = y + torch.einsum("bhkqg,hpqg->bhkp", torch.sin(xm), self.b * scale.unsqueeze(-1))
         if self.a0 is not None:
             y = y + (self.a0 * scale).sum(-1)[None, :, None, :]
         return y

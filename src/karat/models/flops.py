@@ -8,10 +8,11 @@ of each); elementwise ops (GELU, residual adds, dropout) are not counted.
 
 The Fourier KArAt activation is the custom op ``karat::fourier_kan_w`` whose registered formula is the
 paper's L h N^2 r (3G + 1) (karat.attention.fourier.activation_flops); both impls are counted through it.
-Other bases / variants (phi_w, phi_phi, l1 projection, full rank) run their reference code: its traced
-matmul / einsum MACs are counted and attributed to the activation, but — as fvcore would — not the
-elementwise evaluation of wavelet / rational / B-spline units, for which the paper gives no convention
-(so their activation count is essentially W's N^2 r MACs per head and block). Softmax layers run
+Other variants (phi_w, phi_phi, l1 projection, full rank) run their reference code, with the Fourier units
+evaluated through ``karat::fourier_units`` (same 3G per unit-input convention) and W / other matmuls traced,
+all attributed to the activation. For the other bases only traced matmul / einsum MACs count — as fvcore
+would, not the elementwise evaluation of wavelet / rational units, for which the paper gives no convention
+(their activation count is essentially W's N^2 r MACs per head and block). Softmax layers run
 their explicit path during counting so the softmax is visible (fused SDPA hides it); FLOPs are otherwise
 those of the path that trains.
 """
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..attention.bases import paper_flop_convention
 from ..attention.fourier import activation_flops
 from .inspect import attention_layers
 
@@ -37,6 +39,10 @@ def _fourier_kan_w_flop(s_shape, a_shape, b_shape, w_shape, base_shape=None, act
                                 base=act != "zero")
 
 
+def _fourier_units_flop(x_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(x_shape) * a_shape[1] * 3 * a_shape[-1]
+
+
 def _softmax_flop(x_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * 3 * math.prod(x_shape)
 
@@ -47,7 +53,8 @@ def _layer_norm_flop(x_shape, *args, out_shape=None, **kwargs) -> int:
 
 def _mapping() -> dict:
     aten = torch.ops.aten
-    return {torch.ops.karat.fourier_kan_w: _fourier_kan_w_flop, aten._softmax: _softmax_flop,
+    return {torch.ops.karat.fourier_kan_w: _fourier_kan_w_flop, torch.ops.karat.fourier_units: _fourier_units_flop,
+            aten._softmax: _softmax_flop,
             aten.native_layer_norm: _layer_norm_flop}
 
 
@@ -88,7 +95,7 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None)
     model.eval()
     operator_prefixes = _operator_module_names(model)
     try:
-        with _counting(model):
+        with _counting(model), paper_flop_convention():
             mode = FlopCounterMode(display=False, custom_mapping=_mapping())
             with mode:
                 model(x)
