@@ -391,7 +391,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
-            pass
+            ckpt.set_rng_state(state["rng"])
             start_epoch, rows = int(state["epoch"]), list(state["log"])
             best, totals, snapshots = state["best"], state["totals"], {int(k): v for k, v in state["snapshots"].items()}
             show.log(f"[train] {spec.run_id}: resuming after epoch {start_epoch}/{t['epochs']} from {state_path}")
@@ -415,7 +415,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
         e1 = epoch + 1
         t_epoch = time.time()
         loader.set_epoch(epoch)
-        pass #MUT
+        torch.manual_seed(_seed("train", spec.seed, epoch, rank))  # drop-path etc.: a function of the epoch
         if t["sched_on"] == "epoch":
             scheduler.step(epoch)
         model.train()
