@@ -155,3 +155,24 @@ def test_torch_compile_fullgraph_and_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         yb = m(x)
     assert torch.isfinite(yb).all()
+
+
+@pytest.mark.parametrize("attention", ["G3B", "G1U", {"basis": "dog"}])
+def test_a_few_steps_fit_a_fixed_batch(attention):
+    m = _tiny(attention, depth=1).train()
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.7 * losses[0]
+
+
+def test_labels_of_configs():
+    assert _tiny("G3U", depth=1).karat_attention.label == "G3U"
+    lab = parse_attention({"grid_size": 3, "rank": 24, "base_activation": "silu"}).label
+    assert lab.startswith("G3B[") and "rank=24" in lab and "base_activation=silu" in lab

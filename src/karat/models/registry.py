@@ -6,7 +6,7 @@ karat_vit_tiny_patch4_32, karat_vit_small_patch4_32, karat_vit_base_patch4_32.
 Keywords: ``attention`` (label or dict, default "softmax"), ``num_classes`` and any VisionTransformer
 keyword. No pretrained weights exist: ``pretrained=True`` raises.
 
-    import timm, karat
+    import timm, karat.models   # importing karat.models registers the names (``import karat`` is lazy)
     m = timm.create_model("karat_vit_tiny_patch4_32", num_classes=10, attention="G3B")
 """
 from __future__ import annotations
