@@ -404,8 +404,10 @@ def _train(spec, ctx: _Dist, progress) -> dict:
 
     fwd = model
     if world > 1:
+        # static_graph: KArAt operators carry bookkeeping parameters that never get a gradient (the base
+        # weight when b(x) = 0); a static graph lets DDP skip them without a per-step unused-parameter search.
         fwd = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
     if t["compile"]:
         fwd = torch.compile(fwd)
     params = [p for p in model.parameters() if p.requires_grad]
