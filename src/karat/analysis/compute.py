@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from . import common
 

@@ -8,7 +8,6 @@ filter normalisation, and there 1-D tensors get a zero direction (Li et al.'s ``
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
