@@ -64,6 +64,14 @@ def _number(out: dict, key: str, lo: float | None = None, hi: float | None = Non
     return int(v) if integer else float(v)
 
 
+def _fraction(out: dict, key: str) -> float:
+    """A number in [0, 1)."""
+    v = out[key]
+    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or not 0 <= v < 1:
+        raise _err(key, v, "a number in [0, 1)")
+    return float(v)
+
+
 def _choice(out: dict, key: str, choices: tuple) -> str:
     if out[key] not in choices:
         raise _err(key, out[key], "one of " + ", ".join(repr(c) for c in choices))
@@ -110,15 +118,9 @@ def validate_train_recipe(recipe: dict) -> dict:
     if out["grad_clip"] is not None:
         out["grad_clip"] = _number(out, "grad_clip", 0, lo_open=True)
     _bool(out, "ema")
-    out["ema_decay"] = _number(out, "ema_decay", 0, 1)
-    if out["ema_decay"] >= 1:
-        raise _err("ema_decay", out["ema_decay"], "a number in [0, 1)")
-    out["label_smoothing"] = _number(out, "label_smoothing", 0, 1)
-    if out["label_smoothing"] >= 1:
-        raise _err("label_smoothing", out["label_smoothing"], "a number in [0, 1)")
-    out["drop_path"] = _number(out, "drop_path", 0, 1)
-    if out["drop_path"] >= 1:
-        raise _err("drop_path", out["drop_path"], "a number in [0, 1)")
+    out["ema_decay"] = _fraction(out, "ema_decay")
+    out["label_smoothing"] = _fraction(out, "label_smoothing")
+    out["drop_path"] = _fraction(out, "drop_path")
     _choice(out, "report_weights", REPORT_WEIGHTS)
     if out["report_weights"].startswith("ema") and not out["ema"]:
         raise _err("report_weights", out["report_weights"], "'raw_best' or 'raw_last' when ema is false")
