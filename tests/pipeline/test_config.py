@@ -118,3 +118,18 @@ def test_recipe_sections_are_validated_strictly(params):
     assert "recipes.demo.data" in msg and "zoom" in msg
     msg = broken(params, lambda p: p["recipes"]["ci"].setdefault("data", {}).update(colour_jitter=0.4))
     assert "colour_jitter" in msg
+
+
+def test_attention_variants_are_validated(params):
+    msg = broken(params, lambda p: p["attentions"].update(bad={"basis": "fourier", "grid_size": 0}))
+    assert "attentions.bad" in msg and "grid_size" in msg
+    msg = broken(params, lambda p: p["attentions"].update(bad={"basis": "chebyshev"}))
+    assert "chebyshev" in msg
+
+
+def test_orchestrators_do_not_import_torch(tools):
+    import subprocess
+    code = ("import sys, karat.config, karat.pipeline; karat.pipeline.stages('demo'); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run(["python", "-c", code], cwd=REPO, capture_output=True, text=True, env=tools.env())
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,12 +1,22 @@
 """KArAt maths: bases, the operator, the l1 simplex projection, the memory-efficient Fourier kernel and the
-attention layer used by the ViTs of ``karat.models``."""
-from .bases import Basis, make_basis
-from .config import AttentionConfig, SOFTMAX, parse_attention
-from .fourier import FourierAttentionFunction, fourier_attention, fourier_attention_reference
-from .layer import KArAtAttention
-from .operator import KANLayer, KArAtOperator
-from .simplex import project_simplex
+attention layer used by the ViTs of ``karat.models``.
 
-__all__ = ["AttentionConfig", "SOFTMAX", "parse_attention", "Basis", "make_basis", "KANLayer", "KArAtOperator",
-           "KArAtAttention", "project_simplex", "FourierAttentionFunction", "fourier_attention",
-           "fourier_attention_reference"]
+Names are imported lazily so that `karat.attention.config` (label parsing and validation, used by
+karat.config when it checks params.yaml) does not import torch."""
+import importlib
+
+_WHERE = {
+    "AttentionConfig": "config", "SOFTMAX": "config", "parse_attention": "config",
+    "Basis": "bases", "make_basis": "bases",
+    "FourierAttentionFunction": "fourier", "fourier_attention": "fourier",
+    "fourier_attention_reference": "fourier",
+    "KArAtAttention": "layer", "KANLayer": "operator", "KArAtOperator": "operator",
+    "project_simplex": "simplex",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'karat.attention' has no attribute {name!r}")

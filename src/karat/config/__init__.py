@@ -170,6 +170,12 @@ def _validate_references(params: dict) -> None:
         _recipe_chain(recipes, name)  # raises on unknown parents and cycles
     for name in recipes:
         validate_recipe(f"recipes.{name}", resolve_recipe(params, name))
+    from karat.attention.config import parse_attention  # no torch import
+    for label, spec in attentions.items():
+        try:
+            parse_attention(spec)
+        except ValueError as exc:
+            raise ParamsError(f"attentions.{label}: {exc}") from None
     for pname, prof in params["profiles"].items():
         where = f"profiles.{pname}"
         if prof["subset"] not in subsets:
