@@ -376,8 +376,9 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     best = {"raw": {"top1": -1.0, "epoch": 0, "file": None}, "ema": {"top1": -1.0, "epoch": 0, "file": None}}
     totals = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0, "peak_memory_bytes": 0, "sessions": []}
     snapshots: dict[int, str] = {}
-    if state_path.is_file():
-        state = ckpt.load_state(state_path)
+    state = ckpt.load_state(state_path) if state_path.is_file() else None
+    ctx.barrier()  # every rank has read the state before rank 0 may delete it below
+    if state is not None:
         if state.get("fingerprint") != fingerprint or state.get("version") != STATE_VERSION:
             show.log(f"[train] {spec.run_id}: the state in {state_dir} belongs to another configuration "
                      f"(recipe, model or data changed); starting from scratch")
@@ -395,6 +396,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
             start_epoch, rows = int(state["epoch"]), list(state["log"])
             best, totals, snapshots = state["best"], state["totals"], {int(k): v for k, v in state["snapshots"].items()}
             show.log(f"[train] {spec.run_id}: resuming after epoch {start_epoch}/{t['epochs']} from {state_path}")
+    state = None  # free the copy of the weights and optimizer moments
     totals["sessions"].append({"start_epoch": start_epoch, "world_size": world, "device": device_description(str(device)),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
