@@ -21,7 +21,8 @@ def callable_module(name: str, func) -> None:
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="params.yaml (default: %(default)s)")
     p.add_argument("--profile", default=None, help="profile of params.yaml (default: its `profile` key)")
     p.add_argument("--run", required=True, help="run id, e.g. cifar10-vit_tiny_patch4_32-G3B-s0")

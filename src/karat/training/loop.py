@@ -316,9 +316,13 @@ def train(spec, *, device=None, progress: bool | None = None) -> dict:
     ``progress``: None = a progress bar on a terminal and plain log lines otherwise; True forces the bar,
     False prints only the per-epoch lines. Returns the content of ``train.json``."""
     ctx = _Dist(device)
+    # Process-wide switches that _train may turn on: put them back for the caller (tests, notebooks).
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
         return _train(spec, ctx, progress)
     finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.benchmark = saved[1]
         ctx.close()
 
 
@@ -332,6 +336,9 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     out_dir, state_dir = Path(spec.out_dir), Path(spec.state_dir)
     state_path = state_dir / STATE_FILE
     show = _Progress(ctx.main, None if progress is None else bool(progress))
+    if getattr(spec, "gpus", 1) != world:
+        show.log(f"[train] {spec.run_id}: the profile asks for {spec.gpus} device(s) per run and this process group "
+                 f"has {world}; the global batch and learning rate are the same either way")
 
     if t["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
