@@ -336,8 +336,9 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     out_dir, state_dir = Path(spec.out_dir), Path(spec.state_dir)
     state_path = state_dir / STATE_FILE
     show = _Progress(ctx.main, None if progress is None else bool(progress))
-    if getattr(spec, "gpus", 1) != world:
-        show.log(f"[train] {spec.run_id}: the profile asks for {spec.gpus} device(s) per run and this process group "
+    wanted = getattr(spec, "gpus", 1)
+    if wanted != world:
+        show.log(f"[train] {spec.run_id}: the profile asks for {wanted} device(s) per run and this process group "
                  f"has {world}; the global batch and learning rate are the same either way")
 
     if t["deterministic"]:
