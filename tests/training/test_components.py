@@ -118,3 +118,16 @@ def test_progress_plain_lines_and_bar(capsys, monkeypatch):
     silent.step(5, 80, 2.3, 1e-3)
     silent.log("x")
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(tmp_path, cifar_small):
+    """compile: true goes through torch.compile (inductor; ~20 s of compilation on 2 CPU cores)."""
+    from karat.training import train
+
+    from .conftest import tiny_spec
+
+    spec = tiny_spec(tmp_path, cifar_small, attention="G3B",
+                     train={"epochs": 1, "compile": True, "deterministic": False, "snapshot_every": 0})
+    info = train(spec, progress=False)
+    assert math.isfinite(info["last"]["train_loss"]) and info["epochs"] == 1

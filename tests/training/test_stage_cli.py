@@ -70,3 +70,27 @@ def test_train_and_evaluate_stages(tmp_path, monkeypatch, capsys):
     assert m["train"]["memory_kind"] == "cpu_max_rss"
     assert m["config"]["recipe"]["train"]["epochs"] == 2
     assert "git" in m["provenance"] and "libraries" in m["provenance"]
+
+
+def test_run_without_ema_reports_raw_weights(tmp_path, cifar_small):
+    import torch
+
+    from karat.training import evaluate, train
+
+    from .conftest import tiny_spec
+
+    torch.set_num_threads(1)
+    spec = tiny_spec(tmp_path, cifar_small, train={"epochs": 1, "ema": False, "report_weights": "raw_last",
+                                                   "snapshot_every": 0})
+    info = train(spec, progress=False)
+    assert info["best_ema_epoch"] is None
+    assert not (spec.out_dir / "ema.safetensors").exists() and not (spec.out_dir / "best_ema.safetensors").exists()
+    m = evaluate(spec)
+    assert set(m["results"]) == {"raw_last", "raw_best"}
+    assert m["reported"] == {"weights": "raw_last", "top1": m["results"]["raw_last"]["top1"],
+                             "top5": m["results"]["raw_last"]["top5"]}
+    with open(spec.out_dir / "log.csv") as fh:
+        assert fh.read().splitlines()[1].split(",")[5:7] == ["", ""]   # ema columns empty
+    # snapshot_every 0: the initial and the final weights only
+    assert json.loads((spec.out_dir / "snapshots/index.json").read_text()) == {
+        "0": "epoch_0000.safetensors", "1": "epoch_0001.safetensors"}
