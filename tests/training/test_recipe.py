@@ -74,5 +74,8 @@ def test_assumptions_list_shape_and_values_follow_the_recipe():
     assert items["train.report_weights"]["value"] == "raw_best"
     assert items["data.mixup_alpha"]["value"] == 0.0
     assert items["data.img_size"]["value"] == 32 and items["train.epochs"]["value"] == 6
+    assert "instead of the paper recipe's 0.8" in items["data.mixup_alpha"]["why"]
+    assert "instead" not in items["train.drop_path"]["why"]           # 0.1 as in the paper recipe
+    assert not any("instead of the paper recipe" in a["why"] for a in ASSUMPTIONS)
     with pytest.raises(ValueError, match="unknown key"):
         assumptions_for({"train": {**BASE, "bogus": 1}})

@@ -103,16 +103,19 @@ _ENTRIES: list[dict] = [
 ]
 
 
+# The values the paper recipe (params.yaml `paper`) uses where the paper is silent; a recipe that differs
+# (e.g. the short CPU recipes) gets a note that it overrides them.
+_PAPER_RECIPE = {**{f"train.{k}": v for k, v in TRAIN_DEFAULTS.items() if v is not None},
+                 "data.random_erasing": 0.25, "data.mixup_alpha": 0.8, "data.cutmix_alpha": 1.0,
+                 "data.mixup_prob": 0.5}
+
+
 def _data_defaults() -> dict:
     try:
         from karat.data.recipe import DEFAULTS
         return dict(DEFAULTS)
     except ImportError:  # data part not installed: show the recipe's own values only
         return {}
-
-
-def _format(value):
-    return copy.deepcopy(value)
 
 
 def assumptions_for(recipe: dict) -> list[dict]:
@@ -129,9 +132,13 @@ def assumptions_for(recipe: dict) -> list[dict]:
         else:
             name = e["key"].split(".", 1)[1]
             source = train if e["section"] == "train" else data
-            item["value"] = _format(source.get(name))
+            item["value"] = copy.deepcopy(source.get(name))
         item["paper"] = e["paper"]
         item["why"] = e["why"]
+        default = _PAPER_RECIPE.get(e["key"])
+        if e["section"] is not None and default is not None and item["value"] != default:
+            item["why"] = (f"this recipe sets {item['value']!r} instead of the paper recipe's {default!r} (a choice "
+                           f"of this profile, e.g. for its compute budget); for the paper recipe: {e['why']}")
         out.append(item)
     img = data.get("img_size")
     if img is not None and img != 224:
