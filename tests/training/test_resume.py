@@ -1,5 +1,6 @@
-"""Kill-and-resume: a run SIGKILLed after its first epoch's state exists, restarted, ends bit-identical to an
-uninterrupted run (deterministic CPU settings, one thread)."""
+"""Kill-and-resume: a run SIGKILLed after its first epoch's state exists (right after the write, or in the
+middle of the next epoch), restarted, ends bit-identical to an uninterrupted run: same weights, log and
+metrics (deterministic CPU settings, one thread)."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -24,28 +26,46 @@ def _log(path):
         return [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in csv.DictReader(fh)]
 
 
-def test_sigkill_and_resume_is_identical(tmp_path, cifar_small):
-    # drop-path and mixup/cutmix on: the resumed run must also restore every random stream.
-    # (timm spreads drop-path linearly over depth: block 0 gets 0, so depth 2 is needed for any drop.)
-    kw = dict(attention="G3B", model_kwargs={"depth": 2}, train={"drop_path": 0.2},
-              data={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
-    ref = tiny_spec(tmp_path / "a", cifar_small, name="ref", **kw)
+# drop-path and mixup/cutmix on: the resumed run must also restore every random stream.
+# (timm spreads drop-path linearly over depth: block 0 gets 0, so depth 2 is needed for any drop.)
+KW = dict(attention="G3B", model_kwargs={"depth": 2}, train={"drop_path": 0.2},
+          data={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cifar_small):
+    ref = tiny_spec(tmp_path_factory.mktemp("ref"), cifar_small, name="ref", **KW)
     res = run_child(ref)
     assert res.returncode == 0, res.stderr[-3000:]
+    return ref
 
-    run = tiny_spec(tmp_path / "b", cifar_small, name="killed", **kw)
+
+@pytest.mark.parametrize("hold, marker", [
+    # right after epoch 1's state is written, before its outputs are published
+    (["--slow-save", "600"], "state written after epoch 1"),
+    # in the middle of epoch 2: its training steps are done (in memory only), its state is not written
+    (["--hold-at-eval", "3"], "holding in evaluation call 3"),
+], ids=["after-state-write", "mid-epoch"])
+def test_sigkill_and_resume_is_identical(tmp_path, cifar_small, reference, hold, marker):
+    ref = reference
+    run = tiny_spec(tmp_path, cifar_small, name="killed", **KW)
     spec_file = tmp_path / "killed.spec.json"
     spec_file.write_text(spec_to_json(run))
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(spec_file), "--slow-save", "30"], env=child_env(),
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(spec_file), *hold], env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state_path = run.state_dir / "state.pt"
+    seen = []
     try:
-        line = proc.stdout.readline()   # blocks until the child has written the first state
-        assert "state written after epoch 1" in line, (line, proc.stderr.read()[-3000:] if proc.poll() else "")
+        for line in proc.stdout:   # blocks until the child reaches the hold point (or exits)
+            seen.append(line)
+            if marker in line:
+                break
+        assert seen and marker in seen[-1], ("".join(seen), proc.stderr.read()[-3000:] if proc.poll() else "")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    assert not any("[train] epoch 2/3" in s for s in seen)
     assert load_state(state_path)["epoch"] == 1
     assert not (run.out_dir / "model.safetensors").exists()   # the run really was cut short
 
@@ -68,6 +88,8 @@ def test_sigkill_and_resume_is_identical(tmp_path, cifar_small):
     assert json.loads((run.out_dir / "snapshots/index.json").read_text()) == {
         "0": "epoch_0000.safetensors", "1": "epoch_0001.safetensors", "2": "epoch_0002.safetensors",
         "3": "epoch_0003.safetensors"}
+    from karat.training import evaluate
+    assert evaluate(run)["results"] == evaluate(ref)["results"]
 
 
 def test_deleted_outputs_are_republished_and_finished_run_is_not_retrained(tmp_path, cifar_small):
