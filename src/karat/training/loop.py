@@ -404,6 +404,11 @@ def _train(spec, ctx: _Dist, progress) -> dict:
             start_epoch, rows = int(state["epoch"]), list(state["log"])
             best, totals, snapshots = state["best"], state["totals"], {int(k): v for k, v in state["snapshots"].items()}
             show.log(f"[train] {spec.run_id}: resuming after epoch {start_epoch}/{t['epochs']} from {state_path}")
+            if ctx.main:  # best-weights files of an epoch that was killed before its state was written
+                keep = {b["file"] for b in best.values() if b["file"]}
+                for path in state_dir.glob("best_*.safetensors"):
+                    if path.name not in keep:
+                        path.unlink()
     state = None  # free the copy of the weights and optimizer moments
     totals["sessions"].append({"start_epoch": start_epoch, "world_size": world, "device": device_description(str(device)),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
