@@ -85,7 +85,7 @@ class TrainLoader:
         if self.soft_targets and r["mixup_mode"] == "pair" and self.local_batch % 2:
             raise ValueError(f"mixup_mode = 'pair' needs an even per-rank batch, got {self.local_batch}")
         self.epoch = 0
-        self.labels = np.asarray(ds.train_labels, dtype=np.int64)
+        self.labels = np.array(ds.train_labels, dtype=np.int64)  # a writable copy (the memmap is read-only)
         if mode == "device":
             self._images = _to_device_uint8(ds.train_images, self.device)
             self._labels = torch.from_numpy(self.labels).to(self.device)

@@ -50,9 +50,9 @@ def evaluate(spec, *, device=None) -> dict:
     results, seconds, images = {}, 0.0, 0
     for key, name in WEIGHTS.items():
         path = out_dir / name
+        if key.startswith("ema") and not t["ema"]:
+            continue  # the EMA files hold the raw weights when EMA is off (train.json: ema_files_hold)
         if not path.is_file():
-            if key.startswith("ema") and not t["ema"]:
-                continue
             raise FileNotFoundError(f"{path} does not exist: the training of {spec.run_id} did not finish")
         load_weights(path, model)
         start = time.time()

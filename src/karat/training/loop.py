@@ -553,11 +553,14 @@ def _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best
     last = len(rows)
     _publish(out_dir, state_dir, rows, snapshots)
     ckpt.save_weights(out_dir / "model.safetensors", model.state_dict(), {**meta, "epoch": str(last)})
-    if ema is not None:
-        ckpt.save_weights(out_dir / "ema.safetensors", ema.module.state_dict(), {**meta, "epoch": str(last)})
+    # With EMA off the EMA files still exist (the orchestrators declare them) and hold the raw weights;
+    # train.json says so ("ema_files_hold": "raw") and evaluate() reports no EMA results.
+    ema_state = ema.module.state_dict() if ema is not None else model.state_dict()
+    ckpt.save_weights(out_dir / "ema.safetensors", ema_state, {**meta, "epoch": str(last)})
     for which, name in (("raw", "best.safetensors"), ("ema", "best_ema.safetensors")):
-        if best[which]["file"]:
-            _place(state_dir / best[which]["file"], out_dir / name)
+        source = best[which]["file"] or (best["raw"]["file"] if ema is None else None)
+        if source:
+            _place(state_dir / source, out_dir / name)
     summary = {
         "run_id": spec.run_id, "epochs": last, "best_epoch": best["raw"]["epoch"], "best_top1": best["raw"]["top1"],
         "best_ema_epoch": best["ema"]["epoch"] if ema is not None else None,
@@ -567,6 +570,7 @@ def _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best
         "train_images_per_s": totals["images"] / max(totals["train_s"], 1e-9),
         "peak_memory_bytes": totals["peak_memory_bytes"], "memory_kind": totals.get("memory_kind"),
         "device": device_description(str(device)), "world_size": world, "sessions": totals["sessions"],
+        "ema_files_hold": "ema" if ema is not None else "raw",
         "fingerprint": meta["fingerprint"], "recipe_train": t, "config": spec_dict(spec),
         "provenance": provenance(),
     }
