@@ -87,7 +87,7 @@ def test_report_content(report):
                     "## Tables: paper vs this reproduction", "## Figures", "## Claims", "## What was not run"):
         assert heading in md
     assert "Rule for differences" in md
-    assert "Epochs: 6 instead of 100" in md
+    assert f"Epochs: {_demo_epochs()} instead of 100" in md
     for n in range(1, 17):
         assert f"### Claim {n}: " in md
     claims = json.loads(out["paths"]["claims"].read_text())
@@ -145,3 +145,12 @@ def test_assumptions_and_stage_times(workspace, synthetic):
         assert "assumptions list is missing" in md
     else:
         assert "Recipe `demo`" in md and "train.report_weights" in md
+
+
+def _demo_epochs() -> int:
+    """The synthetic runs use params.yaml's demo recipe: the stated epochs must be that recipe's."""
+    from pathlib import Path
+
+    from karat.config import load_params, resolve_recipe
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    return resolve_recipe(params, "demo")["train"]["epochs"]
