@@ -5,7 +5,7 @@ import torch
 
 from karat.attention.config import parse_attention
 from karat.attention.operator import KANLayer, KArAtOperator
-from karat.attention.bases import BSplineBasis, MeyerBasis
+from karat.attention.bases import BSplineBasis
 
 ALL_BASES = ["fourier", "rational", "mexican_hat", "morlet", "dog", "meyer", "shannon", "bspline"]
 

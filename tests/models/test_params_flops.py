@@ -1,6 +1,5 @@
 """Table 1 / 13 parameter counts (exact) and FLOPs (paper's convention), full-size models on the meta device."""
 import pytest
-import torch
 
 import karat
 

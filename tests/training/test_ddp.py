@@ -12,7 +12,6 @@ import csv
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from .conftest import run_child, tiny_spec

@@ -16,7 +16,6 @@ Choices where the paper is silent (PAPER §7.19):
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +115,12 @@ def grid_size(model) -> tuple[int, int]:
 
 def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
     import torch
-    import karat.models as km
 
     o = check_options(options)
     device = common.pick_device(o["device"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = common.load_model(spec, o["weights"], device=device)
-    x, y, idx, _ = common.test_batch(spec, o["images"], o["seed"], device=device)
-    with torch.no_grad():
-        rec = km.record_attention(model, x)
+    model, x, y, idx, rec = common.record_test_attention(spec, o, device=device)
     grid = grid_size(model)
     scores, activated = rec[-1]
     cls_s = cls_rows(scores.float().cpu(), grid)
@@ -166,10 +161,7 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
 # --------------------------------------------------------------------------------------------------
 # figures
 
-def _load(run_dir: Path) -> dict:
-    d = common.load_npz(Path(run_dir) / "data.npz")
-    d["summary"] = json.loads((Path(run_dir) / "summary.json").read_text())
-    return d
+_load = common.load_run_data
 
 
 def _show_map(ax, img, m, title: str) -> None:

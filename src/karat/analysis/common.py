@@ -196,6 +196,20 @@ def test_batch(spec: Any, n: int, seed: int = 0, device: str = "cpu"):
     return images, labels, idx, np.asarray(sub.test_images)
 
 
+def record_test_attention(spec: Any, options: Mapping[str, Any], device: str = "cpu"):
+    """The run's model on its fixed test images, with every block's attention recorded:
+    (model, images, labels, test indices, [(scores, activated)] per block)."""
+    import torch
+
+    import karat.models as km
+
+    model = load_model(spec, options["weights"], device=device)
+    x, y, idx, _ = test_batch(spec, options["images"], options["seed"], device=device)
+    with torch.no_grad():
+        rec = km.record_attention(model, x)
+    return model, x, y, idx, rec
+
+
 def class_names(spec: Any) -> list[str]:
     """Class names of the run's prepared data set (for figure labels)."""
     from karat.data import load_prepared
@@ -268,6 +282,13 @@ def save_npz(path: Path, **arrays) -> Path:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
     return Path(path)
+
+
+def load_run_data(run_dir: Path) -> dict:
+    """An analysis's saved data of one run: data.npz plus its summary.json under "summary"."""
+    data = load_npz(Path(run_dir) / "data.npz")
+    data["summary"] = json.loads((Path(run_dir) / "summary.json").read_text())
+    return data
 
 
 def load_npz(path: Path) -> dict:

@@ -9,7 +9,6 @@ For operator "phi_w" the learned units act on W·a, which is what is sampled the
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +85,7 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
     device = common.pick_device(o["device"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = common.load_model(spec, o["weights"], device=device)
-    x, _, idx, _ = common.test_batch(spec, o["images"], o["seed"], device=device)
-    with torch.no_grad():
-        rec = km.record_attention(model, x)
+    model, x, _, idx, rec = common.record_test_attention(spec, o, device=device)
     rng = np.random.default_rng(o["seed"])
     xs, phis, units, hists, edges, rows = [], [], [], [], [], []
     layer_index = None
@@ -127,10 +123,7 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
     return result
 
 
-def _load(run_dir: Path) -> dict:
-    d = common.load_npz(Path(run_dir) / "data.npz")
-    d["summary"] = json.loads((Path(run_dir) / "summary.json").read_text())
-    return d
+_load = common.load_run_data
 
 
 def _draw(ax, d: dict, k: int, title_prefix: str = "") -> None:

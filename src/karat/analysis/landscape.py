@@ -291,12 +291,7 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
 # --------------------------------------------------------------------------------------------------
 # figures
 
-def _load(run_dir: Path) -> dict:
-    data = common.load_npz(Path(run_dir) / "data.npz")
-    import json
-
-    data["summary"] = json.loads((Path(run_dir) / "summary.json").read_text())
-    return data
+_load = common.load_run_data
 
 
 def _axis_labels(d: dict) -> tuple[str, str]:

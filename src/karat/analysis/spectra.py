@@ -12,7 +12,6 @@ numerical rank are reported next to it because an elbow is a judgement call.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +79,12 @@ def describe(sv: np.ndarray) -> dict:
 
 
 def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
-    import torch
-    import karat.models as km
 
     o = check_options(options)
     device = common.pick_device(o["device"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = common.load_model(spec, o["weights"], device=device)
-    x, _, idx, _ = common.test_batch(spec, o["images"], o["seed"], device=device)
-    with torch.no_grad():
-        rec = km.record_attention(model, x)
+    model, x, _, idx, rec = common.record_test_attention(spec, o, device=device)
     blocks = len(rec)
     if not -blocks <= o["block"] < blocks:
         raise ValueError(f"analyses.spectra.block={o['block']} is out of range for {blocks} blocks")
@@ -116,10 +110,7 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
 # --------------------------------------------------------------------------------------------------
 # figures
 
-def _load(run_dir: Path) -> dict:
-    d = common.load_npz(Path(run_dir) / "data.npz")
-    d["summary"] = json.loads((Path(run_dir) / "summary.json").read_text())
-    return d
+_load = common.load_run_data
 
 
 def _band(ax, sv: np.ndarray, label: str, color, log: bool, scree: int | None) -> None:

@@ -8,7 +8,6 @@ get their own per-head, per-block analysis.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -197,10 +196,7 @@ def run(spec: Any, out_dir: Path, options: dict | None = None) -> dict:
 # --------------------------------------------------------------------------------------------------
 # figures
 
-def _load(run_dir: Path) -> dict:
-    d = common.load_npz(Path(run_dir) / "data.npz")
-    d["summary"] = json.loads((Path(run_dir) / "summary.json").read_text())
-    return d
+_load = common.load_run_data
 
 
 def _draw_hist(ax, d: dict, k: int, title: str, ylabel: bool = True) -> None:

@@ -224,7 +224,7 @@ def _posterize_compat(img, bits_to_keep, **_):
     timm's increasing-level posterize reaches 0 bits at magnitude 10 (m15 is clipped to 10), which recent
     Pillow rejects with ValueError; the recipes of the paper (rand-m15-...-inc1) hit it.
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
     if bits_to_keep >= 8:
         return img
     if bits_to_keep <= 0:
