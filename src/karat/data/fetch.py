@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..config import load_params
 from ..utils.io import atomic_write_json
 from ..utils.provenance import provenance
 from .archive import is_archive, safe_extract
@@ -302,17 +303,6 @@ def read_fetched(raw_dir: str | os.PathLike) -> dict:
     return rec
 
 
-def load_params_file(path: str | os.PathLike) -> dict:
-    """params.yaml through karat.config when it exists (validated), else plain YAML."""
-    try:
-        from karat.config import load_params  # type: ignore
-    except ImportError:
-        import yaml
-        with open(path) as fh:
-            return yaml.safe_load(fh)
-    return load_params(path)
-
-
 def dataset_spec(params: dict, name: str) -> dict:
     datasets = params.get("datasets") or {}
     if name not in datasets:
@@ -331,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="fetch again even if FETCHED.json matches")
     args = ap.parse_args(argv)
     try:
-        params = load_params_file(args.params)
+        params = load_params(args.params)
         spec = dataset_spec(params, args.dataset)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import load_params
 from ..utils.io import atomic_path, atomic_write_json
 from ..utils.provenance import provenance
-from .fetch import dataset_spec, load_params_file, read_fetched
+from .fetch import dataset_spec, read_fetched
 from .formats import RawSplit, read_dataset
 from .sources import dataset_info
 
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="default: data/prepared/<dataset>/<subset>")
     args = ap.parse_args(argv)
     try:
-        params = load_params_file(args.params)
+        params = load_params(args.params)
         spec = dataset_spec(params, args.dataset)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
