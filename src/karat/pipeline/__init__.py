@@ -44,7 +44,6 @@ class Stage:
     log: str
     metrics: tuple = ()
     plots: tuple = ()
-    directories: tuple = ()        # which of outs/metrics/plots are folders
     resources: dict = field(default_factory=dict)
 
     @property
@@ -114,7 +113,6 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
                 name=f"fetch-{need.dataset}", kind="fetch", wildcards={"dataset": need.dataset},
                 cmd=_cmd("fetch", ["--params", pp, "--dataset", need.dataset], log),
                 deps=tuple(_local_sources(need.spec) + code_files("fetch")), outs=(str(need.raw_dir),),
-                directories=(str(need.raw_dir),),
                 params=(f"datasets.{need.dataset}",), log=log))
         log = f"logs/data/prepare-{need.dataset}-{need.subset}.log"
         out.append(Stage(
@@ -122,7 +120,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             wildcards={"dataset": need.dataset, "subset": need.subset},
             cmd=_cmd("prepare", ["--params", pp, "--dataset", need.dataset, "--subset", need.subset], log),
             deps=tuple([str(need.raw_dir)] + code_files("prepare")), outs=(str(need.prepared_dir),),
-            directories=(str(need.prepared_dir),), params=(f"subsets.{need.subset}",), log=log))
+            params=(f"subsets.{need.subset}",), log=log))
 
     for rid, spec in prof.runs.items():
         run_dir = spec.out_dir.as_posix()
@@ -133,7 +131,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             cmd=_cmd("train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus),
             deps=tuple([str(spec.prepared_dir)] + code_files("train")),
             outs=tuple(f"{run_dir}/{w}" for w in RUN_WEIGHTS) + (f"{run_dir}/train.json", f"{run_dir}/snapshots"),
-            plots=(f"{run_dir}/log.csv",), directories=(f"{run_dir}/snapshots",),
+            plots=(f"{run_dir}/log.csv",),
             params=tuple(_run_params(params, spec)), log=log, resources=res))
         log = f"logs/{p}/evaluate/{rid}.log"
         out.append(Stage(
@@ -153,7 +151,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             out.append(Stage(
                 name="analyze-compute", kind="analyze", wildcards={"analysis": "compute", "run": "all"},
                 cmd=_cmd("analyze", ["compute", "--params", pp, "--profile", p], log),
-                deps=tuple(code_files("analyze")), outs=(adir,), directories=(adir,), params=(akey,), log=log,
+                deps=tuple(code_files("analyze")), outs=(adir,), params=(akey,), log=log,
                 resources={"gpu": use_gpu}))
             analysis_dirs.append(adir)
             continue
@@ -172,7 +170,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             out.append(Stage(
                 name=f"analyze-{aname}-{rid}", kind="analyze", wildcards={"analysis": aname, "run": rid},
                 cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log),
-                deps=tuple(run_inputs + data_inputs + code_files("analyze")), outs=(adir,), directories=(adir,),
+                deps=tuple(run_inputs + data_inputs + code_files("analyze")), outs=(adir,),
                 params=(akey,), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0}))
             analysis_dirs.append(adir)
 
@@ -185,7 +183,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
                    + [f"{s.out_dir.as_posix()}/log.csv" for s in prof.runs.values()]
                    + analysis_dirs + code_files("report")),
         outs=(f"{rdir}/REPORT.md", f"{rdir}/report.html", f"{rdir}/tables", f"{rdir}/figures"),
-        metrics=(f"{rdir}/claims.json",), directories=(f"{rdir}/tables", f"{rdir}/figures"),
+        metrics=(f"{rdir}/claims.json",),
         params=(f"profiles.{p}",), log=log))
     return out
 
