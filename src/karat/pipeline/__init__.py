@@ -103,6 +103,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
     p, pp = prof.name, params_path
     out: list[Stage] = []
     use_gpu = 1 if gpus_available > 0 else 0
+    code = {kind: code_files(kind) for kind in CODE}  # walk the source tree once, not once per job
 
     fetched = set()
     for need in prof.datasets.values():
@@ -112,14 +113,14 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             out.append(Stage(
                 name=f"fetch-{need.dataset}", kind="fetch", wildcards={"dataset": need.dataset},
                 cmd=_cmd("fetch", ["--params", pp, "--dataset", need.dataset], log),
-                deps=tuple(_local_sources(need.spec) + code_files("fetch")), outs=(str(need.raw_dir),),
+                deps=tuple(_local_sources(need.spec) + code["fetch"]), outs=(str(need.raw_dir),),
                 params=(f"datasets.{need.dataset}",), log=log))
         log = f"logs/data/prepare-{need.dataset}-{need.subset}.log"
         out.append(Stage(
             name=f"prepare-{need.dataset}-{need.subset}", kind="prepare",
             wildcards={"dataset": need.dataset, "subset": need.subset},
             cmd=_cmd("prepare", ["--params", pp, "--dataset", need.dataset, "--subset", need.subset], log),
-            deps=tuple([str(need.raw_dir)] + code_files("prepare")), outs=(str(need.prepared_dir),),
+            deps=tuple([str(need.raw_dir)] + code["prepare"]), outs=(str(need.prepared_dir),),
             params=(f"subsets.{need.subset}",), log=log))
 
     for rid, spec in prof.runs.items():
@@ -129,7 +130,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
         out.append(Stage(
             name=f"train-{rid}", kind="train", wildcards={"run": rid},
             cmd=_cmd("train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus),
-            deps=tuple([str(spec.prepared_dir)] + code_files("train")),
+            deps=tuple([str(spec.prepared_dir)] + code["train"]),
             outs=tuple(f"{run_dir}/{w}" for w in RUN_WEIGHTS) + (f"{run_dir}/train.json", f"{run_dir}/snapshots"),
             plots=(f"{run_dir}/log.csv",),
             params=tuple(_run_params(params, spec)), log=log, resources=res))
@@ -138,7 +139,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             name=f"evaluate-{rid}", kind="evaluate", wildcards={"run": rid},
             cmd=_cmd("evaluate", ["--params", pp, "--profile", p, "--run", rid], log),
             deps=tuple([str(spec.prepared_dir)] + [f"{run_dir}/{w}" for w in RUN_WEIGHTS]
-                       + [f"{run_dir}/train.json"] + code_files("evaluate")),
+                       + [f"{run_dir}/train.json"] + code["evaluate"]),
             outs=(), metrics=(f"{run_dir}/metrics.json",), params=tuple(_run_params(params, spec)), log=log,
             resources={"gpu": use_gpu}))
 
@@ -151,7 +152,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             out.append(Stage(
                 name="analyze-compute", kind="analyze", wildcards={"analysis": "compute", "run": "all"},
                 cmd=_cmd("analyze", ["compute", "--params", pp, "--profile", p], log),
-                deps=tuple(code_files("analyze")), outs=(adir,), params=(akey,), log=log,
+                deps=tuple(code["analyze"]), outs=(adir,), params=(akey,), log=log,
                 resources={"gpu": use_gpu}))
             analysis_dirs.append(adir)
             continue
@@ -170,7 +171,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             out.append(Stage(
                 name=f"analyze-{aname}-{rid}", kind="analyze", wildcards={"analysis": aname, "run": rid},
                 cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log),
-                deps=tuple(run_inputs + data_inputs + code_files("analyze")), outs=(adir,),
+                deps=tuple(run_inputs + data_inputs + code["analyze"]), outs=(adir,),
                 params=(akey,), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0}))
             analysis_dirs.append(adir)
 
@@ -181,7 +182,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
         cmd=_cmd("report", ["--params", pp, "--profile", p], log),
         deps=tuple([f"{s.out_dir.as_posix()}/metrics.json" for s in prof.runs.values()]
                    + [f"{s.out_dir.as_posix()}/log.csv" for s in prof.runs.values()]
-                   + analysis_dirs + code_files("report")),
+                   + analysis_dirs + code["report"]),
         outs=(f"{rdir}/REPORT.md", f"{rdir}/report.html", f"{rdir}/tables", f"{rdir}/figures"),
         metrics=(f"{rdir}/claims.json",),
         params=(f"profiles.{p}",), log=log))
