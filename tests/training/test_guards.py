@@ -39,6 +39,9 @@ def test_nan_loss_names_epoch_and_step_and_keeps_last_good_state(tmp_path, cifar
     assert (err.value.epoch, err.value.step) == (2, 3)
     assert "epoch 2, step 3 of 5" in str(err.value)
     assert "last good state (after epoch 1)" in str(err.value)
+    # The advice is true: changing lr restarts the run (lr is part of what the weights depend on).
+    assert "re-run to resume" not in str(err.value)
+    assert "after changing them the run starts again from scratch" in str(err.value)
     state = ckpt.load_state(spec.state_dir / "state.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())

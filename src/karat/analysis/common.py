@@ -93,32 +93,12 @@ def weights_path(spec: Any, weights: str | Path = "model") -> Path:
     return Path(spec.out_dir) / WEIGHT_FILES[weights]
 
 
-def load_state(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist (has the run been trained?)")
-    return load_file(str(path))
-
-
 def load_weights_into(model, path: Path) -> None:
-    """Load safetensors weights strictly: an architecture mismatch is an error, not a silent partial load."""
-    try:
-        from karat.training import load_weights  # the training part's loader gives the clearest errors
-    except ImportError:
-        load_weights = None
-    if load_weights is not None:
-        load_weights(path, model)
-        return
-    from safetensors.torch import load_model as st_load_model
+    """Load safetensors weights strictly and checksum-verified (karat.training.checkpoint.load_weights): an
+    architecture mismatch or a corrupted file is an error, not a silent partial load."""
+    from karat.training.checkpoint import load_weights
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist (has the run been trained?)")
-    # load_model understands files written by save_model, where a shared (universal) operator is stored once.
-    missing, unexpected = st_load_model(model, str(path), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model; missing {sorted(missing)[:8]}, "
-                         f"unexpected {sorted(unexpected)[:8]}")
+    load_weights(path, model)
 
 
 def load_model(spec: Any, weights: str | Path = "model", device: str = "cpu"):

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from ..errors import KaratError
+
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 DEFAULT_PARAMS = "params.yaml"
 ANALYSES_PER_RUN = ("landscape", "weights", "attention_maps", "spectra", "curves", "functions")
@@ -28,7 +30,7 @@ MODEL_PATTERN = re.compile(r"^vit_(tiny|small|base)_patch(16_224|4_32)$")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class ParamsError(ValueError):
+class ParamsError(KaratError, ValueError):
     """params.yaml is invalid; the message names the key, the value and what is allowed."""
 
 

@@ -14,8 +14,10 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..errors import CorruptArtifactError, KaratError
 
-class UnsafeArchiveError(RuntimeError):
+
+class UnsafeArchiveError(KaratError, RuntimeError):
     """An archive member would land outside the target folder, or is a link or a device."""
 
 

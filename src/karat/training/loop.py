@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..errors import CorruptArtifactError, KaratError
 from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
 from ..utils.provenance import device_description, provenance
 from . import checkpoint as ckpt
@@ -51,7 +52,7 @@ from .recipe import validate_train_recipe
 LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "top1", "top5", "ema_top1", "ema_top5", "lr",
                "epoch_time_s", "train_images_per_s")
 STATE_FILE = "state.pt"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the state carries a checksum of its content (karat.training.checkpoint)
 # How often (optimizer steps) the loss is checked for NaN/inf. Checking needs a device->host sync; every
 # step would stall the GPU queue. The check records the first bad step on the device, so the error still
 # names the exact step.
@@ -59,7 +60,7 @@ NAN_CHECK_EVERY = 20
 PLAIN_LOG_EVERY_S = 60.0
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(KaratError, FloatingPointError):
     """The loss (or the gradient norm) became NaN/inf. The last good state on disk is left untouched."""
 
     def __init__(self, message: str, epoch: int, step: int):
@@ -185,11 +186,20 @@ def spec_dict(spec) -> dict:
     return json.loads(json.dumps(vars(spec), default=str))
 
 
+# Recipe keys that do not change the trained weights: changing them must not invalidate a run's state.
+# (eval_crop_pct, mean/std and the like stay in: the per-epoch evaluation picks the best epoch.)
+NOT_IN_FINGERPRINT = {"train": ("report_weights", "eval_batch_size")}
+
+
 def run_fingerprint(spec, manifest: dict) -> str:
-    """What the training computes depends on: a state with another fingerprint is not resumed."""
+    """What the trained weights depend on: a state with another fingerprint is not resumed.
+
+    Model, attention, classes, seed, data (the prepared files' checksums) and every recipe key except those in
+    :data:`NOT_IN_FINGERPRINT` (how the run is evaluated or reported, not how it is trained)."""
+    skip = NOT_IN_FINGERPRINT["train"]
     key = {"model": spec.model, "attention": spec.attention, "model_kwargs": dict(spec.model_kwargs or {}),
            "num_classes": spec.num_classes, "seed": spec.seed, "dataset": spec.dataset, "subset": spec.subset,
-           "train": {k: v for k, v in spec.recipe.get("train", {}).items() if k not in ("report_weights",)},
+           "train": {k: v for k, v in spec.recipe.get("train", {}).items() if k not in skip},
            "data": spec.recipe.get("data", {}),
            "data_files": {s: {f: m.get("sha256") for f, m in v.get("files", {}).items()}
                           for s, v in manifest.get("splits", {}).items()}}
@@ -282,16 +292,24 @@ class _Progress:
 # files
 
 def _place(src: Path, dst: Path) -> None:
-    """Put ``src`` at ``dst`` atomically: a hard link (no extra disk) or, across file systems, a copy."""
+    """Publish a copy of the resume-state file ``src`` at ``dst``, atomically, after checking its checksum.
+
+    Always a copy, never a (hard) link: a published artifact and the resume state must not share storage, or
+    damage to the published file (a user, a tool, a bad disk block) would also destroy the only good copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists() and os.path.samefile(src, dst):
-        return
+    if dst.exists() and os.path.samefile(src, dst):  # an old hard-linked layout: break the link
+        dst.unlink()
+    if src.suffix == ".safetensors":
+        want = ckpt.read_metadata(src).get(ckpt.DIGEST_KEY)
+        if want and dst.is_file() and dst.stat().st_size == src.stat().st_size:
+            try:  # already published: a header read (every load of the file checks its data)
+                if ckpt.read_metadata(dst).get(ckpt.DIGEST_KEY) == want:
+                    return
+            except CorruptArtifactError:
+                pass
+        ckpt.verify_weights(src)  # never publish a damaged state copy
     with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -388,10 +406,14 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     ctx.barrier()  # every rank has read the state before rank 0 may delete it below
     if state is not None:
         if state.get("fingerprint") != fingerprint or state.get("version") != STATE_VERSION:
+            aside = state_dir.with_name(state_dir.name + ".previous")
             show.log(f"[train] {spec.run_id}: the state in {state_dir} belongs to another configuration "
-                     f"(recipe, model or data changed); starting from scratch")
+                     f"(recipe, model or data changed); starting from scratch. The old state is kept in {aside} "
+                     f"(replacing any older one): rename it back to resume the old configuration.")
             if ctx.main:
-                shutil.rmtree(state_dir)
+                if aside.exists():
+                    shutil.rmtree(aside)
+                os.replace(state_dir, aside)
             ctx.barrier()
         else:
             model.load_state_dict(state["model"])
@@ -537,12 +559,15 @@ def _check_finite(first_bad, no_bad, ctx: _Dist, e1, steps, optimizer, state_pat
             else "no epoch had completed, so there is no state to keep")
     raise NonFiniteLossError(
         f"non-finite loss or gradient norm (NaN/inf) at epoch {e1}, step {bad + 1} of {steps} "
-        f"(lr {optimizer.param_groups[0]['lr']:.3e}); {kept}. Lower the learning rate, enable grad_clip or "
-        f"check the data, then re-run to resume.", epoch=e1, step=bad + 1)
+        f"(lr {optimizer.param_groups[0]['lr']:.3e}); {kept}. Check the data and the model, or lower the "
+        f"learning rate / enable grad_clip. Note: lr and grad_clip are part of the run's configuration, so "
+        f"after changing them the run starts again from scratch (the old state is moved to "
+        f"{Path(state_path).parent.name}.previous); re-running with nothing changed resumes from the last "
+        f"good state and hits the same step again unless the cause was transient.", epoch=e1, step=bad + 1)
 
 
 def _publish(out_dir: Path, state_dir: Path, rows: list, snapshots: dict) -> None:
-    """(Re)create the declared outputs from the state folder: log.csv and snapshots (hard links)."""
+    """(Re)create the declared outputs from the state folder: log.csv and snapshots (copies)."""
     _write_log(out_dir / "log.csv", rows)
     for e, name in sorted(snapshots.items()):
         _place(state_dir / "snapshots" / name, out_dir / "snapshots" / name)
