@@ -4,27 +4,19 @@ Pipeline stages:  fetch, prepare, train, evaluate, analyze, report
 Tools:            stages (print a profile's DAG), dvc-yaml (generate dvc.yaml), validate (check params.yaml)
 
 Every stage accepts `--log PATH`: everything it prints also goes to that file (Snakemake's `log:`), and
-`--params` / `--profile`, resolved through karat.config. The science lives in the subpackages; this file
-only dispatches.
+`--params` / `--profile`, resolved through karat.config. Each stage's command-line shell is
+src/karat/stages/<stage>.py; the science lives in the subpackages; this file only dispatches.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
-STAGES = {
-    "fetch": ("karat.data.fetch", "main", "download or locate a dataset and verify it"),
-    "prepare": ("karat.data.prepare", "main", "convert a fetched dataset into compact arrays + manifest"),
-    "train": ("karat.training.train", "main", "train one run of a profile (resumable)"),
-    "evaluate": ("karat.training.evaluate", "main", "evaluate a trained run; writes metrics.json"),
-    "analyze": ("karat.analysis", "main", "run one analysis on one run (or the compute profile)"),
-    "report": ("karat.report", "main", "build the profile's tables, figures, claims and REPORT.md"),
-}
-GPU_STAGES = {"train", "evaluate", "analyze"}
+from karat.stages import GPU_STAGES, STAGES
+from karat.stages import module as stage_module
 
 
 class _Tee:
@@ -68,7 +60,6 @@ def _split_log(argv: list[str]) -> tuple[list[str], str | None]:
 
 
 def _run_stage(name: str, argv: list[str]) -> int:
-    module_name, func, _ = STAGES[name]
     argv, log_path = _split_log(argv)
     if name in GPU_STAGES:
         from karat.pipeline import detect_gpus
@@ -83,13 +74,7 @@ def _run_stage(name: str, argv: list[str]) -> int:
         sys.stdout, sys.stderr = _Tee(sys.__stdout__, log_fh), _Tee(sys.__stderr__, log_fh)
     start = time.time()
     try:
-        from karat.config import ParamsError
-        try:
-            module = importlib.import_module(module_name)
-            code = getattr(module, func)(argv)
-        except ParamsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            code = 2
+        code = stage_module(name).main(argv)  # prints a user-facing error and returns 2 (karat.stages._shell)
         print(f"[karat] {name} finished in {time.time() - start:.1f} s with exit code {code or 0}",
               file=sys.stderr, flush=True)
         return int(code or 0)
@@ -103,7 +88,7 @@ def _tools_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karat", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, _, help_text) in STAGES.items():
+    for name, help_text in STAGES.items():
         sub.add_parser(name, help=help_text, add_help=False)
     p = sub.add_parser("stages", help="print the jobs of a profile as JSON (what both orchestrators run)")
     p.add_argument("--params", default="params.yaml")
@@ -125,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run_stage(argv[0], argv[1:])
     args = _tools_parser().parse_args(argv)
     from karat.config import ParamsError
+    from karat.errors import KaratError
     try:
         if args.command == "stages":
             from dataclasses import asdict
@@ -154,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {len(prof.runs)} runs, datasets {sorted(prof.datasets)}, "
                       f"analyses {sorted(prof.analyses)}")
             print(f"{args.params} is valid")
-    except ParamsError as exc:
+    except (KaratError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

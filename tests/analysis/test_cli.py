@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from karat import analysis
+from karat.stages.analyze import main as analyze_main
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def test_curves_stage_writes_results(workdir):
                     "epoch_time_s", "train_images_per_s"])
         w.writerow([1, 2.0, 2.1, 20.0, 60.0, 19.0, 58.0, 1e-3, 10.0, 100.0])
         w.writerow([2, 1.8, 1.9, 30.0, 70.0, 28.0, 66.0, 1e-3, 10.0, 100.0])
-    assert analysis.main(["curves", "--params", "params.yaml", "--profile", "ci", "--run", rid]) == 0
+    assert analyze_main(["curves", "--params", "params.yaml", "--profile", "ci", "--run", rid]) == 0
     out = workdir / "results" / "ci" / "analysis" / "curves" / rid
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_top1"] == 30.0 and summary["run_id"] == rid
@@ -45,13 +46,13 @@ def test_curves_stage_writes_results(workdir):
 
 def test_bad_arguments(workdir):
     with pytest.raises(SystemExit):
-        analysis.main(["curves", "--params", "params.yaml", "--profile", "ci"])           # no --run
+        analyze_main(["curves", "--params", "params.yaml", "--profile", "ci"])           # no --run
     with pytest.raises(SystemExit):
-        analysis.main(["curves", "--params", "params.yaml", "--profile", "ci", "--run", "nope"])
+        analyze_main(["curves", "--params", "params.yaml", "--profile", "ci", "--run", "nope"])
     with pytest.raises(SystemExit):
-        analysis.main(["compute", "--params", "params.yaml", "--profile", "ci", "--run", "x"])
+        analyze_main(["compute", "--params", "params.yaml", "--profile", "ci", "--run", "x"])
     with pytest.raises(SystemExit):
-        analysis.main(["curves", "--params", "params.yaml", "--profile", "ci", "--run", "x", "--device", "cpu"])
+        analyze_main(["curves", "--params", "params.yaml", "--profile", "ci", "--run", "x", "--device", "cpu"])
 
 
 def test_every_configured_option_is_accepted():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from karat.data.archive import UnsafeArchiveError, safe_extract
-from karat.data.fetch import FETCHED, ChecksumError, FetchError, fetch_dataset, main as fetch_main, read_fetched
+from karat.data.fetch import FETCHED, ChecksumError, FetchError, fetch_dataset, read_fetched
 from karat.data.prepare import load_prepared, prepare_dataset
+from karat.stages.fetch import main as fetch_main
 
 from .conftest import FIXTURE, _add, build_cifar10_python_tar, cifar10_arrays, md5
 
@@ -218,7 +219,7 @@ def test_cli_main_with_params_file(tmp_path, http_server, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert fetch_main(["--params", "params.yaml", "--profile", "ci", "--dataset", "cifar10"]) == 0
     assert json.loads((tmp_path / "data/raw/cifar10" / FETCHED).read_text())["dataset"] == "cifar10"
-    assert fetch_main(["--params", "params.yaml", "--dataset", "nope"]) == 1
+    assert fetch_main(["--params", "params.yaml", "--dataset", "nope"]) == 2
 
 
 def test_multi_file_download_svhn_and_flowers(http_server, tmp_path):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from karat.data.fetch import fetch_dataset
-from karat.data.prepare import EncodedImages, load_prepared, main as prepare_main, prepare_dataset, stratified_indices
+from karat.data.prepare import EncodedImages, load_prepared, prepare_dataset, stratified_indices
+from karat.stages.prepare import main as prepare_main
 
 from .conftest import CLASSES, FIXTURE, _add, shared_cifar10_dir
 
@@ -112,7 +113,7 @@ def test_cli_prepare_ci_subset_of_fixture(tmp_path, monkeypatch):
     params["datasets"]["cifar10_fixture"]["local"] = [str(FIXTURE)]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    from karat.data.fetch import main as fetch_main
+    from karat.stages.fetch import main as fetch_main
     assert fetch_main(["--params", "params.yaml", "--dataset", "cifar10_fixture"]) == 0
     assert prepare_main(["--params", "params.yaml", "--profile", "ci", "--dataset", "cifar10_fixture",
                          "--subset", "ci"]) == 0
@@ -121,7 +122,7 @@ def test_cli_prepare_ci_subset_of_fixture(tmp_path, monkeypatch):
     assert m["splits"]["train"]["n"] == 10 * ci["train_per_class"]
     assert m["splits"]["test"]["n"] == 10 * ci["test_per_class"]
     assert "provenance" in m and m["source"]["kind"] == "local"
-    assert prepare_main(["--params", "params.yaml", "--dataset", "cifar10_fixture", "--subset", "nope"]) == 1
+    assert prepare_main(["--params", "params.yaml", "--dataset", "cifar10_fixture", "--subset", "nope"]) == 2
 
 
 @pytest.mark.skipif(shared_cifar10_dir() is None,

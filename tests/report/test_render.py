@@ -7,9 +7,10 @@ import re
 import pytest
 import yaml
 
-from karat.report import build_report, main, paper
+from karat.report import build_report, paper
 from karat.report.figures import FIGURES
 from karat.report.tables import NOT_RUN, REPORT_TABLES
+from karat.stages.report import main
 
 
 PROFILE = "synthetic"   # conftest.PROFILE

@@ -1,7 +1,7 @@
 """Analyses of trained runs (PAPER §5, claims 12–16): loss landscape and optimiser path, weight
 distributions, attention maps, attention spectra, training curves, learned functions, compute profile.
 
-Stage entry point (the CLI dispatches ``python -m karat analyze ...`` here)::
+The stage command (its shell is ``karat.stages.analyze``)::
 
     python -m karat analyze <name> --params params.yaml --profile P --run R
     python -m karat analyze compute --params params.yaml --profile P
@@ -11,9 +11,7 @@ output files and their keys are documented in README.md next to this file.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import time
 from pathlib import Path
 
 PER_RUN = ("landscape", "weights", "attention_maps", "spectra", "curves", "functions")
@@ -31,44 +29,3 @@ def output_dir(profile, name: str, run_id: str | None = None) -> Path:
     """results/<profile>/analysis/<name>/<run_id>/ (compute: results/<profile>/analysis/compute/)."""
     base = Path(profile.results_dir) / "analysis" / name
     return base if run_id is None else base / run_id
-
-
-def main(argv: list[str] | None = None) -> int:
-    from karat import config
-
-    parser = argparse.ArgumentParser(prog="karat analyze", description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=ANALYSES)
-    parser.add_argument("--params", default=config.DEFAULT_PARAMS)
-    parser.add_argument("--profile", default=None)
-    parser.add_argument("--run", default=None, help="run id (every analysis except compute)")
-    parser.add_argument("--out", default=None, help="output folder (default results/<profile>/analysis/...)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    args = parser.parse_args(argv)
-
-    prof = config.load_profile(args.params, args.profile)
-    options = dict(prof.analysis_options.get(args.name, {}))
-    if args.name not in prof.analysis_options:
-        parser.error(f"profile {prof.name!r} does not configure analysis {args.name!r} "
-                     f"(params.yaml profiles.{prof.name}.analyses)")
-    mod = module(args.name)
-    if args.device:
-        if "device" not in mod.DEFAULTS:
-            parser.error(f"analysis {args.name} runs no model: --device does not apply")
-        options["device"] = args.device
-    t0 = time.time()
-    if args.name == "compute":
-        if args.run:
-            parser.error("compute is per profile: drop --run")
-        params = config.load_params(args.params)
-        out = Path(args.out) if args.out else output_dir(prof, "compute")
-        mod.run(None, out, options, attention_table=params["attentions"])
-    else:
-        if not args.run:
-            parser.error(f"analysis {args.name} needs --run (one of {prof.analyses.get(args.name, [])})")
-        if args.run not in prof.runs:
-            parser.error(f"--run {args.run!r} is not a run of profile {prof.name!r}; runs: {list(prof.runs)}")
-        spec = prof.runs[args.run]
-        out = Path(args.out) if args.out else output_dir(prof, args.name, args.run)
-        mod.run(spec, out, options)
-    print(f"[karat] analyze {args.name}: wrote {out} in {time.time() - t0:.1f}s", flush=True)
-    return 0

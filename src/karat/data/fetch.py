@@ -16,18 +16,15 @@ Guarantees
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..config import load_params
 from ..utils.io import atomic_write_json
 from ..utils.provenance import provenance
 from .archive import is_archive, safe_extract
@@ -308,33 +305,3 @@ def dataset_spec(params: dict, name: str) -> dict:
     if name not in datasets:
         raise ValueError(f"--dataset {name!r} is not in params.yaml datasets (allowed: {', '.join(datasets)})")
     return dict(datasets[name] or {})
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="karat fetch", description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="accepted for a uniform stage command line; unused")
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--out", default=None, help="default: data/raw/<dataset>")
-    ap.add_argument("--retries", type=int, default=3)
-    ap.add_argument("--timeout", type=float, default=60.0)
-    ap.add_argument("--force", action="store_true", help="fetch again even if FETCHED.json matches")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        spec = dataset_spec(params, args.dataset)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.out) if args.out else Path("data/raw") / args.dataset
-    try:
-        fetch_dataset(args.dataset, spec, out, base_dir=Path(args.params).resolve().parent,
-                      retries=args.retries, timeout=args.timeout, force=args.force)
-    except (FetchError, ChecksumError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

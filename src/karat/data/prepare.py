@@ -18,23 +18,20 @@ failed run leaves no folder that looks prepared.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import os
 import shutil
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import load_params
 from ..utils.io import atomic_path, atomic_write_json
 from ..utils.provenance import provenance
-from .fetch import dataset_spec, read_fetched
+from .fetch import read_fetched
 from .formats import RawSplit, read_dataset
 from .sources import dataset_info
 
@@ -273,37 +270,3 @@ def load_prepared(path: str | os.PathLike, *, verify: bool = False) -> PreparedD
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     return PreparedDataset(**arrays, classes=list(manifest["classes"]), manifest=manifest, path=path,
                            storage=manifest["storage"])
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="karat prepare", description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="accepted for a uniform stage command line; unused")
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--subset", required=True)
-    ap.add_argument("--raw", default=None, help="default: data/raw/<dataset>")
-    ap.add_argument("--out", default=None, help="default: data/prepared/<dataset>/<subset>")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        spec = dataset_spec(params, args.dataset)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    subsets = params.get("subsets") or {}
-    if args.subset not in subsets:
-        print(f"error: --subset {args.subset!r} is not in params.yaml subsets (allowed: {', '.join(subsets)})",
-              file=sys.stderr)
-        return 1
-    raw = Path(args.raw) if args.raw else Path("data/raw") / args.dataset
-    out = Path(args.out) if args.out else Path("data/prepared") / args.dataset / args.subset
-    try:
-        prepare_dataset(raw, out, subsets[args.subset], dataset=args.dataset, spec=spec, subset_name=args.subset)
-    except (FileNotFoundError, ValueError, LookupError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

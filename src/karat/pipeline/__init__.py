@@ -17,18 +17,18 @@ from pathlib import Path
 from karat.config import DEFAULT_PARAMS, Profile, RunSpec, load_params, load_profile, recipe_chain
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-# Source folders whose code determines a stage's result: editing one reruns the stages that use it.
-CODE = {
-    "fetch": ["src/karat/data", "src/karat/cli.py"],
-    "prepare": ["src/karat/data", "src/karat/cli.py"],
-    "train": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data",
-              "src/karat/cli.py"],
-    "evaluate": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data",
-                 "src/karat/cli.py"],
-    "analyze": ["src/karat/analysis", "src/karat/attention", "src/karat/models", "src/karat/cli.py"],
-    "report": ["src/karat/report", "src/karat/analysis", "src/karat/training/assumptions.py",
-               "src/karat/cli.py"],
+# Source folders whose code determines a stage's result: editing one reruns the stages that use it. Each
+# kind also depends on its own command-line shell (src/karat/stages/<kind>.py) and the shared CLI code.
+SCIENCE = {
+    "fetch": ["src/karat/data"],
+    "prepare": ["src/karat/data"],
+    "train": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data"],
+    "evaluate": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data"],
+    "analyze": ["src/karat/analysis", "src/karat/attention", "src/karat/models"],
+    "report": ["src/karat/report", "src/karat/analysis", "src/karat/training/assumptions.py"],
 }
+SHELL = ["src/karat/cli.py", "src/karat/errors.py", "src/karat/stages/__init__.py", "src/karat/stages/_shell.py"]
+CODE = {kind: folders + [f"src/karat/stages/{kind}.py"] + SHELL for kind, folders in SCIENCE.items()}
 RUN_WEIGHTS = ("model.safetensors", "ema.safetensors", "best.safetensors", "best_ema.safetensors")
 
 

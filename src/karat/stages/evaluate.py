@@ -1,16 +1,20 @@
-"""Stage ``python -m karat evaluate --run R``: evaluate a trained run and write its metrics.json."""
+"""``python -m karat evaluate --run R``: evaluate a trained run; writes its metrics.json.
+
+The science is :func:`karat.training.evaluation.evaluate` (``karat.training.evaluate``).
+"""
 from __future__ import annotations
 
 import json
-import sys
 
-from ._stage import callable_module, parser
-from .evaluation import evaluate
+from ._shell import run_parser, user_errors
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
-    args = parser("karat evaluate", __doc__).parse_args(argv)
+    args = run_parser("karat evaluate", __doc__).parse_args(argv)
+
     from karat.config import resolve_run
+    from karat.training.evaluation import evaluate
 
     spec = resolve_run(args.params, args.profile, args.run)
     metrics = evaluate(spec, device=args.device)
@@ -18,9 +22,3 @@ def main(argv: list[str] | None = None) -> int:
                       "results": {k: {"top1": round(v["top1"], 2), "top5": round(v["top5"], 2), "epoch": v["epoch"]}
                                   for k, v in metrics["results"].items()}}, indent=1), flush=True)
     return 0
-
-
-callable_module(__name__, evaluate)
-
-if __name__ == "__main__":
-    sys.exit(main())
