@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import karat
-from karat.training.loop import EMA, _Progress, build_scheduler, evaluate_model, param_groups
+from karat.training.loop import _Progress, build_scheduler, create_ema, evaluate_model, param_groups
 from karat.training.recipe import validate_train_recipe
 
 
@@ -68,15 +68,21 @@ def test_cosine_per_step_and_constant():
 
 
 def test_ema_update_rule():
+    """The loop's EMA is timm's ModelEmaV3 (what the DeiT recipe uses), not a copy of it."""
+    from timm.utils.model_ema import ModelEmaV3
+
     model = _model()
-    ema = EMA(model, decay=0.9)
+    ema = create_ema(model, decay=0.9)
+    assert isinstance(ema, ModelEmaV3)
     before = {k: v.clone() for k, v in ema.module.state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update()
+    ema.update(model)
     for k, v in ema.module.state_dict().items():
         assert torch.allclose(v, before[k] + 0.1, atol=1e-6), k
+        # bit for bit the rule the loop documents: ema.lerp_(weights, 1 - decay)
+        assert torch.equal(v, before[k].lerp(model.state_dict()[k], 1.0 - 0.9)), k
     assert not any(p.requires_grad for p in ema.module.parameters())
 
 

@@ -71,27 +71,20 @@ class NonFiniteLossError(KaratError, FloatingPointError):
 # --------------------------------------------------------------------------------------------------
 # building blocks
 
-class EMA:
-    """Exponential moving average of a model's weights (timm ModelEmaV3 semantics, no warm-up): after each
-    optimizer step ``ema = decay * ema + (1 - decay) * weights``; integer buffers are copied."""
+def create_ema(model: torch.nn.Module, decay: float) -> torch.nn.Module:
+    """timm's ``ModelEmaV3`` (the EMA of the DeiT/timm recipe) of ``model``'s weights: after each optimizer
+    step ``ema.update(model)`` sets ``ema = decay * ema + (1 - decay) * weights`` on every floating-point
+    parameter and buffer (one foreach lerp) and copies the integer buffers.
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-        self._pairs(model)
+    Used as timm ships it, with its defaults: no decay warm-up (the paper gives one decay, 0.99992, and no
+    warm-up; see karat.training.assumptions), the average kept on the model's device in the model's dtype
+    (float32 weights: timm's bf16 stochastic rounding never applies), buffers averaged too. The one
+    addition: the copy's parameters do not require gradients (it is only evaluated and saved)."""
+    from timm.utils.model_ema import ModelEmaV3
 
-    def _pairs(self, model):
-        own, src = self.module.state_dict(), model.state_dict()
-        keys = [k for k in own if own[k].is_floating_point()]
-        self._float = ([own[k] for k in keys], [src[k] for k in keys])
-        self._other = [(own[k], src[k]) for k in own if not own[k].is_floating_point()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        ema, cur = self._float
-        torch._foreach_lerp_(ema, cur, 1.0 - self.decay)
-        for e, c in self._other:
-            e.copy_(c)
+    ema = ModelEmaV3(model, decay=decay)
+    ema.module.requires_grad_(False)
+    return ema
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, karat_weight_decay: float) -> list[dict]:
@@ -387,7 +380,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     optimizer = torch.optim.AdamW(param_groups(model, t["weight_decay"], t["karat_weight_decay"]), lr=t["lr"],
                                   betas=tuple(t["betas"]), eps=t["eps"])
     scheduler = build_scheduler(optimizer, t, steps)
-    ema = EMA(model, t["ema_decay"]) if t["ema"] else None
+    ema = create_ema(model, t["ema_decay"]) if t["ema"] else None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     # Mixup/cutmix targets already carry the label smoothing (karat.data); plain labels get it here.
     criterion = SoftTargetCrossEntropy() if loader.soft_targets \
@@ -478,7 +471,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:
-                ema.update()
+                ema.update(model)
             first_bad = torch.where(ok | (first_bad != no_bad), first_bad, torch.full_like(first_bad, k))
             loss_sum += loss.detach().double() * len(x)
             n_local += len(x)
@@ -603,5 +596,5 @@ def _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best
     return summary
 
 
-__all__ = ["train", "evaluate_model", "EMA", "param_groups", "build_scheduler", "create_run_model",
+__all__ = ["train", "evaluate_model", "create_ema", "param_groups", "build_scheduler", "create_run_model",
            "NonFiniteLossError", "LOG_COLUMNS", "run_fingerprint", "spec_dict"]
