@@ -14,7 +14,7 @@ OPTIONS = {"models": ["vit_tiny_patch4_32"], "attentions": ["softmax", "G3B"], "
 def profile(tmp_path_factory):
     out = tmp_path_factory.mktemp("compute")
     table = {"softmax": "softmax", "G3B": {"basis": "fourier", "grid_size": 3, "mode": "blockwise"}}
-    res = compute.run(None, out, dict(OPTIONS), attention_table=table)
+    res = compute.run(None, out, dict(OPTIONS, head_classes={"vit_tiny_patch4_32": 100}), attention_table=table)
     return out, res
 
 
@@ -27,13 +27,16 @@ def test_rows_and_parameter_counts(profile):
     for r in rows:
         att = "softmax" if r["attention"] == "softmax" else {"basis": "fourier", "grid_size": 3, "mode": "blockwise",
                                                               "impl": r["impl"]}
-        m = km.create_model("vit_tiny_patch4_32", num_classes=10, attention=att, **OPTIONS["model_kwargs"])
+        m = km.create_model("vit_tiny_patch4_32", num_classes=int(r["num_classes"]), attention=att,
+                            **OPTIONS["model_kwargs"])
         p = km.count_parameters(m)
         assert int(r["params_total"]) == p["total"]
         assert int(r["params_attention_activation"]) == p["attention_activation"]
         assert int(r["params_attention_activation_used"]) == p["attention_activation_used"]
         assert float(r["gflops_total"]) == pytest.approx(km.count_flops(m)["total"])
         assert r["memory_kind"] == "cpu_saved_for_backward"
+        assert r["memory_mean_bytes"] == ""          # the average over training steps is a GPU measurement
+        assert int(r["num_classes"]) == 100          # head_classes overrides num_classes for this model
         assert float(r["train_images_per_s"]) > 0 and float(r["infer_images_per_s"]) > 0
     mem = {(r["attention"], r["impl"]): int(r["memory_bytes"]) for r in rows}
     assert mem[("softmax", "-")] > 0
@@ -64,3 +67,7 @@ def test_options_are_validated():
         compute.check_options(dict(OPTIONS, impls=["fast"]))
     with pytest.raises(ValueError, match="models"):
         compute.check_options({"attentions": ["softmax"]})
+    with pytest.raises(ValueError, match="head_classes.*vit_base_patch16_224"):
+        compute.check_options(dict(OPTIONS, head_classes={"vit_base_patch16_224": 1000}))
+    with pytest.raises(ValueError, match="head_classes"):
+        compute.check_options(dict(OPTIONS, head_classes={"vit_tiny_patch4_32": 0}))

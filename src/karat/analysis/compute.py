@@ -6,6 +6,11 @@ throughput per model × attention variant × KArAt implementation.
 * GFLOPs: ``count_flops`` (fvcore convention, as the paper).
 * Memory at the profile's batch size (the paper: 32). On a GPU, ``torch.cuda.max_memory_allocated`` over
   one training step (forward, backward, AdamW step) after warm-up: ``memory_kind = cuda_max_allocated``.
+  Beside the peak, ``memory_mean_bytes`` is what the paper reports (Table 13: "average over training
+  batches"): over ``repeats`` further training steps, the mean of ``torch.cuda.memory_allocated`` sampled
+  at the end of every forward, every backward and every optimizer step (empty on CPU).
+* Head size: ``num_classes`` for every model, or per model from ``head_classes`` (Table 13 counts ViT-Small
+  with a 1000-class head and Tiny/Base with 10, PAPER §1.7).
   Without a GPU there is no allocator peak worth reporting, so we measure what makes KArAt expensive: the
   bytes of the distinct tensors autograd saves for backward in one training forward
   (``torch.autograd.graph.saved_tensors_hooks``), parameters excluded: ``memory_kind =
@@ -28,11 +33,12 @@ from . import common
 
 NAME = "compute"
 DEFAULTS = {"models": None, "attentions": None, "batch_size": 32, "repeats": 10, "warmup": 2, "num_classes": 10,
+            "head_classes": {},
             "impls": ["reference", "efficient"], "model_kwargs": {}, "device": None, "seed": 0}
 IMPLS = ("reference", "efficient")
 COLUMNS = ["model", "attention", "impl", "num_classes", "img_size", "batch_size", "params_total",
            "params_attention_activation", "params_attention_activation_used", "gflops_attention_activation",
-           "gflops_softmax", "gflops_total", "memory_bytes", "memory_kind", "train_images_per_s",
+           "gflops_softmax", "gflops_total", "memory_bytes", "memory_kind", "memory_mean_bytes", "train_images_per_s",
            "infer_images_per_s", "timing_device", "threads", "repeats", "warmup"]
 
 
@@ -52,6 +58,15 @@ def check_options(options: dict | None) -> dict:
                          f"{list(IMPLS)}")
     for impl in o["impls"]:
         common.check_choice(NAME, "impls[]", impl, IMPLS)
+    hc = o["head_classes"]
+    if not isinstance(hc, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                           and v >= 1 for k, v in hc.items()):
+        raise ValueError(f"analyses.compute.head_classes={hc!r} is not allowed; allowed: a mapping model name -> "
+                         "number of classes (an integer >= 1)")
+    unknown = sorted(set(hc) - set(o["models"]))
+    if unknown:
+        raise ValueError(f"analyses.compute.head_classes names {unknown}, which are not in analyses.compute.models "
+                         f"({o['models']})")
     if not isinstance(o["model_kwargs"], dict):
         raise ValueError(f"analyses.compute.model_kwargs={o['model_kwargs']!r} is not allowed; allowed: a mapping")
     return o
@@ -95,16 +110,28 @@ def saved_for_backward_bytes(model, x, y) -> int:
     return int(sum(seen.values()))
 
 
-def train_step_fn(model, x, y):
+def train_step_fn(model, x, y, samples: list | None = None):
+    """One training step (forward, cross-entropy, backward, AdamW step) as a closure. With ``samples`` (on
+    CUDA), ``torch.cuda.memory_allocated`` is appended after the forward, the backward and the optimizer step
+    (the paper's Table 13 memory is an average over training batches)."""
     import torch
     import torch.nn.functional as F
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
 
+    def sample():
+        if samples is not None:
+            torch.cuda.synchronize()
+            samples.append(torch.cuda.memory_allocated())
+
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        loss = F.cross_entropy(model(x), y)
+        sample()
+        loss.backward()
+        sample()
         opt.step()
+        sample()
     return step
 
 
@@ -131,19 +158,25 @@ def profile_model(model, *, batch_size: int, repeats: int, warmup: int, device: 
     model.to(device)
     out: dict[str, Any] = {}
     if str(device).startswith("cuda"):
-        step = train_step_fn(model.train(), x, y)
+        samples: list = []
+        step = train_step_fn(model.train(), x, y, samples)
         for _ in range(max(1, warmup)):
             step()
         _sync(device)
         torch.cuda.reset_peak_memory_stats()
-        step()
+        samples.clear()
+        for _ in range(max(1, repeats)):
+            step()
         _sync(device)
         out["memory_bytes"] = int(torch.cuda.max_memory_allocated())
         out["memory_kind"] = "cuda_max_allocated"
+        out["memory_mean_bytes"] = int(sum(samples) / len(samples))
+        del step, samples
         out["timing_device"] = torch.cuda.get_device_name(0)
     else:
         out["memory_bytes"] = saved_for_backward_bytes(model, x, y)
         out["memory_kind"] = "cpu_saved_for_backward"
+        out["memory_mean_bytes"] = None
         out["timing_device"] = f"cpu ({torch.get_num_threads()} threads)"
     model.train()
     out["train_images_per_s"] = throughput(train_step_fn(model, x, y), batch_size, repeats, warmup, device)
@@ -181,12 +214,13 @@ def variants(attentions: list[str], impls: list[str], table: Mapping[str, Any] |
 def measure(model_name: str, label: str, attention: Any, impl: str, o: dict, device: str) -> dict:
     import karat.models as km
 
-    model = km.create_model(model_name, num_classes=o["num_classes"], attention=attention, **o["model_kwargs"])
+    num_classes = o["head_classes"].get(model_name, o["num_classes"])
+    model = km.create_model(model_name, num_classes=num_classes, attention=attention, **o["model_kwargs"])
     params = km.count_parameters(model)
     flops = km.count_flops(model)
     prof = profile_model(model, batch_size=o["batch_size"], repeats=o["repeats"], warmup=o["warmup"],
                          device=device, seed=o["seed"])
-    return {"model": model_name, "attention": label, "impl": impl, "num_classes": o["num_classes"],
+    return {"model": model_name, "attention": label, "impl": impl, "num_classes": num_classes,
             "img_size": int(model.patch_embed.img_size[0]), "batch_size": o["batch_size"],
             "params_total": params["total"], "params_attention_activation": params["attention_activation"],
             "params_attention_activation_used": params["attention_activation_used"],

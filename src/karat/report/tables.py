@@ -8,6 +8,7 @@ reading the numbers (resolution, depth, epochs, training-set size, ...).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,9 +277,9 @@ def _run_differences(specs: list, results: Results) -> list[str]:
         lines.append("Datasets standing in for the paper's: " + ", ".join(
             f"`{d}` for {results.runs[next(s.run_id for s in specs if s.dataset == d)].dataset}"
             for d in substituted) + ".")
-    bs = sorted({(s.recipe["train"].get("batch_size"), s.recipe["train"].get("lr")) for s in specs})
-    if bs != [(recipe["batch_size_cifar"], recipe["lr_cifar"])]:
-        lines.append("Batch size / learning rate: " + ", ".join(f"{b} / {lr:g}" for b, lr in bs) +
+    differing = batch_lr_differences(specs, results, recipe)
+    if differing:
+        lines.append("Batch size / learning rate: " + ", ".join(differing) +
                      f" (paper: {recipe['batch_size_cifar']} / {recipe['lr_cifar']:g} on CIFAR, "
                      f"{recipe['batch_size_imagenet']} / {recipe['lr_imagenet']:g} on ImageNet).")
     weights = sorted({s.recipe["train"].get("report_weights", "?") for s in specs})
@@ -295,6 +296,20 @@ def _run_differences(specs: list, results: Results) -> list[str]:
     return lines
 
 
+def batch_lr_differences(specs: list, results: Results, recipe: dict) -> list[str]:
+    """'<dataset>: batch / lr' for each dataset whose runs use another batch size or learning rate than the
+    paper's for that dataset (ImageNet: 128 / 1.25e-4; every other dataset: CIFAR's 32 / 3.125e-5)."""
+    out = []
+    for ds in sorted({results.runs[s.run_id].dataset for s in specs}):
+        key = "imagenet" if ds == "imagenet" else "cifar"
+        paper = (recipe[f"batch_size_{key}"], recipe[f"lr_{key}"])
+        ours = sorted({(s.recipe["train"].get("batch_size"), s.recipe["train"].get("lr")) for s in specs
+                       if results.runs[s.run_id].dataset == ds})
+        if any(b != paper[0] or lr is None or not math.isclose(lr, paper[1], rel_tol=1e-9) for b, lr in ours):
+            out.append(f"{ds} " + ", ".join(f"{b} / {lr:g}" for b, lr in ours))
+    return out
+
+
 def _compute_differences(cells: list, results: Results) -> list[str]:
     rows = []
     for c in cells:
@@ -308,6 +323,11 @@ def _compute_differences(cells: list, results: Results) -> list[str]:
     impls = sorted({r.get("impl", "?") for r in rows})
     lines.append(f"KArAt implementation measured: {', '.join(impls)} (`reference` materialises the "
                  "(B, h, N, N, G) basis tensors as the paper's memory numbers imply).")
+    means = [r for r in rows if r.get("memory_mean_bytes") not in (None, "", "nan", "None")]
+    if means:
+        lines.append("GPU memory: the average of `torch.cuda.memory_allocated` over training steps (the paper's "
+                     "quantity); peaks (`max_memory_allocated`): " + "; ".join(
+                         f"{r['model']} {r['attention']} {float(r['memory_bytes']) / 2**30:.2f} GB" for r in means) + ".")
     kinds = sorted({r.get("memory_kind", "?") for r in rows})
     if any(k != "cuda_max_allocated" for k in kinds):
         lines.append(f"Memory kind: {', '.join(kinds)} — on CPU this is the bytes autograd saves for backward, "
