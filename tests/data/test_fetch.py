@@ -13,7 +13,7 @@ from karat.data.fetch import FETCHED, ChecksumError, FetchError, fetch_dataset, 
 from karat.data.prepare import load_prepared, prepare_dataset
 from karat.stages.fetch import main as fetch_main
 
-from .conftest import FIXTURE, _add, build_cifar10_python_tar, cifar10_arrays, md5
+from .conftest import FIXTURE, PARTIAL, _add, build_cifar10_python_tar, cifar10_arrays, md5
 
 quiet = dict(log=lambda *a: None, backoff_s=0)
 
@@ -36,7 +36,7 @@ def test_download_happy_path_then_prepare_matches_source(http_server, tmp_path):
     n = len(http_server.requests)
     fetch_dataset("cifar10", spec, raw, **quiet)
     assert len(http_server.requests) == n
-    prepare_dataset(raw, tmp_path / "prep", None, dataset="cifar10", log=lambda *a: None)
+    prepare_dataset(raw, tmp_path / "prep", None, dataset="cifar10", spec=PARTIAL, log=lambda *a: None)
     ds = load_prepared(tmp_path / "prep")
     want_x = np.concatenate([x for x, _ in batches]).transpose(0, 2, 3, 1)
     want_y = np.concatenate([y for _, y in batches])
@@ -235,7 +235,8 @@ def test_multi_file_download_svhn_and_flowers(http_server, tmp_path):
         http_server.files["/svhn/" + name] = data
     spec = {"files": {n: {"url": f"{http_server.url}/svhn/{n}", "md5": md5(d)} for n, d in files.items()}}
     fetch_dataset("svhn", spec, tmp_path / "raw/svhn", **quiet)
-    prepare_dataset(tmp_path / "raw/svhn", tmp_path / "p/svhn", None, dataset="svhn", log=lambda *a: None)
+    prepare_dataset(tmp_path / "raw/svhn", tmp_path / "p/svhn", None, dataset="svhn", spec=PARTIAL,
+                    log=lambda *a: None)
     assert load_prepared(tmp_path / "p/svhn").train_labels.tolist()[:11] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
 
     from PIL import Image
@@ -254,6 +255,7 @@ def test_multi_file_download_svhn_and_flowers(http_server, tmp_path):
     spec = {"files": {n: {"url": f"{http_server.url}/fl/{n}", "md5": md5(d)} for n, d in served.items()}}
     rec = fetch_dataset("flowers102", spec, tmp_path / "raw/fl", **quiet)
     assert rec["files"][0]["n_members"] == 6
-    prepare_dataset(tmp_path / "raw/fl", tmp_path / "p/fl", None, dataset="flowers102", log=lambda *a: None)
+    prepare_dataset(tmp_path / "raw/fl", tmp_path / "p/fl", None, dataset="flowers102", spec=PARTIAL,
+                    log=lambda *a: None)
     ds = load_prepared(tmp_path / "p/fl")
     assert ds.train_labels.tolist() == [0, 1, 0, 1] and ds.test_images[1].shape == (9, 4, 3)

@@ -14,7 +14,7 @@ from karat.data.fetch import fetch_dataset
 from karat.data.prepare import EncodedImages, load_prepared, prepare_dataset, stratified_indices
 from karat.stages.prepare import main as prepare_main
 
-from .conftest import CLASSES, FIXTURE, _add, shared_cifar10_dir
+from .conftest import CLASSES, FIXTURE, PARTIAL, _add, shared_cifar10_dir
 
 quiet = dict(log=lambda *a: None)
 
@@ -171,7 +171,7 @@ def test_cifar100_python_format(tmp_path):
     _jpeg_tar(tmp_path / "c100.tar.gz", members)
     fetch_dataset("cifar100", {"local": [str(tmp_path / "c100.tar.gz")]}, tmp_path / "raw", **quiet)
     prepare_dataset(tmp_path / "raw", tmp_path / "p", {"train_per_class": 1, "test_per_class": 1, "seed": 0},
-                    dataset="cifar100", spec={"num_classes": 100}, **quiet)
+                    dataset="cifar100", spec={"num_classes": 100, **PARTIAL}, **quiet)
     ds = load_prepared(tmp_path / "p")
     assert ds.num_classes == 100 and len(ds.train_labels) == 100
     src = np.load(tmp_path / "p/train_source_index.npy")
@@ -189,7 +189,8 @@ def test_svhn_mat_format(tmp_path, synthetic_official):
         if split == "train":
             want_x, want_y = x.transpose(3, 0, 1, 2), y.reshape(-1) % 10
     fetch_dataset("svhn", {"local": [str(tmp_path)]}, tmp_path / "raw", **quiet)
-    prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="svhn", spec={"num_classes": 10}, **quiet)
+    prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="svhn", spec={"num_classes": 10, **PARTIAL},
+                    **quiet)
     ds = load_prepared(tmp_path / "p")
     np.testing.assert_array_equal(ds.train_images, want_x)
     np.testing.assert_array_equal(ds.train_labels, want_y)
@@ -209,7 +210,7 @@ def test_stl10_binary_format(tmp_path, synthetic_official):
             want = chw.transpose(0, 2, 3, 1)
     _jpeg_tar(tmp_path / "stl10_binary.tar.gz", members)
     fetch_dataset("stl10", {"local": [str(tmp_path / "stl10_binary.tar.gz")]}, tmp_path / "raw", **quiet)
-    prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="stl10", **quiet)
+    prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="stl10", spec=PARTIAL, **quiet)
     ds = load_prepared(tmp_path / "p")
     np.testing.assert_array_equal(ds.train_images, want)
     assert ds.train_labels.tolist() == (np.arange(20) % 10).tolist() and ds.classes[7] == "monkey"
@@ -232,7 +233,7 @@ def test_flowers102_official_format_is_stored_encoded(tmp_path, synthetic_offici
     for f in ("imagelabels.mat", "setid.mat"):
         (tmp_path / "src" / f).write_bytes((tmp_path / f).read_bytes())
     fetch_dataset("flowers102", {"local": [str(tmp_path / "src")]}, tmp_path / "raw", **quiet)
-    m = prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="flowers102", spec={"num_classes": 3},
+    m = prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="flowers102", spec={"num_classes": 3, **PARTIAL},
                         **quiet)
     ds = load_prepared(tmp_path / "p")
     assert m["storage"] == "encoded" and isinstance(ds.train_images, EncodedImages)
@@ -269,7 +270,7 @@ def test_imagenet_official_archives(tmp_path, synthetic_official):
     _jpeg_tar(tmp_path / "ILSVRC2012_img_val.tar",
               {f"ILSVRC2012_val_{i:08d}.JPEG": _png((200 + i, 0, 0)) for i in range(1, 4)}, mode="w")
     fetch_dataset("imagenet", {"local": [str(tmp_path)]}, tmp_path / "raw", **quiet)
-    m = prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="imagenet", **quiet)
+    m = prepare_dataset(tmp_path / "raw", tmp_path / "p", None, dataset="imagenet", spec=PARTIAL, **quiet)
     ds = load_prepared(tmp_path / "p")
     assert ds.classes == sorted(wnids) and m["extra"]["class_words"] == ["ant", "bee"]
     # train sorted by (wnid, file): n01000000 (ant, label 0) first

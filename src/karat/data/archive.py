@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import lzma
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,6 +21,48 @@ from ..errors import CorruptArtifactError, KaratError
 
 class UnsafeArchiveError(KaratError, RuntimeError):
     """An archive member would land outside the target folder, or is a link or a device."""
+
+
+_READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+def corrupted(archive, exc: BaseException | str) -> CorruptArtifactError:
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return CorruptArtifactError(
+        f"archive {archive} is corrupted or truncated ({why}). Nothing read from it was kept. Check it against "
+        f"its published checksum (or SHA256SUMS) and fetch or copy it again.")
+
+
+def iter_members(tf: tarfile.TarFile, archive) -> Iterator[tarfile.TarInfo]:
+    """The members of an open archive (opened with ``tarfile.open(path, "r:*")``), every one validated, and
+    a check that the archive really ended where iteration stopped.
+
+    Python's tarfile takes an unreadable member header for the end of the archive and stops without an
+    error: a damaged archive silently loses every member after the damage. So after the last member the
+    rest of the stream must be the end-of-archive zero blocks (and, for a compressed archive, reading to its
+    end also verifies the compressor's own checksum). Read errors become CorruptArtifactError naming the
+    archive."""
+    try:
+        for member in tf:
+            yield member
+        end = tf.offset
+        tf.fileobj.seek(end)
+        while chunk := tf.fileobj.read(1 << 20):
+            if chunk.count(0) != len(chunk):
+                raise corrupted(archive, f"an unreadable member header at byte {end} of the unpacked stream; "
+                                         f"{len(tf.getmembers())} members were read before it")
+            end += len(chunk)
+    except CorruptArtifactError:
+        raise
+    except _READ_ERRORS as exc:
+        raise corrupted(archive, exc) from None
+
+
+def open_archive(archive) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, "r:*")
+    except _READ_ERRORS as exc:
+        raise corrupted(archive, exc) from None
 
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -73,8 +117,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[st
     tmp.mkdir(parents=True)
     files: list[str] = []
     try:
-        with tarfile.open(archive, "r:*") as tf:
-            for member in tf:
+        with open_archive(archive) as tf:
+            for member in iter_members(tf, archive):
                 name = check_member(member, archive.name)
                 if not name:
                     continue
@@ -89,7 +133,12 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[st
                 src = tf.extractfile(member)
                 assert src is not None
                 with src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, length=1 << 20)
+                    try:
+                        shutil.copyfileobj(src, out, length=1 << 20)
+                    except _READ_ERRORS as exc:
+                        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the archive
+                            raise
+                        raise corrupted(archive, exc) from None
                 files.append(name)
         if dest.exists():
             shutil.rmtree(dest)
@@ -125,8 +174,8 @@ class Tree:
         if self._names is None:
             if self.is_archive:
                 out = []
-                with tarfile.open(self.root, "r:*") as tf:
-                    for m in tf:
+                with open_archive(self.root) as tf:
+                    for m in iter_members(tf, self.root):
                         name = check_member(m, self.root.name)
                         if name and m.isfile():
                             out.append(name)
@@ -149,14 +198,18 @@ class Tree:
             for name in sorted(wanted):
                 yield name, (self.root / name).read_bytes()
             return
-        with tarfile.open(self.root, "r:*") as tf:
-            for m in tf:
+        with open_archive(self.root) as tf:
+            for m in iter_members(tf, self.root):
                 name = check_member(m, self.root.name)
                 if name in wanted and m.isfile():
                     f = tf.extractfile(m)
                     assert f is not None
-                    with f:
-                        yield name, f.read()
+                    try:
+                        with f:
+                            data = f.read()
+                    except _READ_ERRORS as exc:
+                        raise corrupted(self.root, exc) from None
+                    yield name, data
 
     def read(self, name: str) -> bytes:
         for _, data in self.read_many([name]):

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..errors import CorruptArtifactError, KaratError
 from ..utils.io import atomic_write_json
 from ..utils.provenance import provenance
 from .archive import is_archive, safe_extract
@@ -34,11 +35,11 @@ FETCHED = "FETCHED.json"
 _CHUNK = 1 << 20
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(KaratError, RuntimeError):
     """A file's checksum differs from the published one."""
 
 
-class FetchError(RuntimeError):
+class FetchError(KaratError, RuntimeError):
     """A dataset could not be fetched (after retries) or no local copy was found."""
 
 
@@ -179,7 +180,8 @@ def _sha256sums_entry(path: Path) -> str | None:
     return None
 
 
-def _describe_local(dataset: str, path: Path, info: DatasetInfo, log=print) -> tuple[list[dict], list[str]]:
+def _describe_local(dataset: str, path: Path, info: DatasetInfo, log=print,
+                    out_dir: Path | None = None) -> tuple[list[dict], list[str]]:
     """Checksums of a local source, verified where a published checksum applies; roots for ``prepare``."""
     official = {rf.filename: rf for rf in info.files if rf.md5 or rf.sha256}
     archives = info.extra.get("archives", {})
@@ -214,23 +216,17 @@ def _describe_local(dataset: str, path: Path, info: DatasetInfo, log=print) -> t
         roots.append(str(path))
     else:
         # A folder: official files inside it are verified; archives inside it are read in place.
-        listing = hashlib.sha256()
-        n = 0
+        listing, n = _listing_sha256(path, exclude=out_dir)
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for f in sorted(filenames):
                 p = Path(dirpath) / f
-                if p.is_symlink():
-                    continue
-                rel = p.relative_to(path).as_posix()
-                listing.update(f"{rel}\t{p.stat().st_size}\n".encode())
-                n += 1
-                if p.name in official:
+                if not p.is_symlink() and p.name in official:
                     files.append(one_file(p))
                     if is_archive(p):
                         roots.append(str(p))
         files.insert(0, {"path": str(path), "kind": "directory", "n_files": n,
-                         "listing_sha256": listing.hexdigest(),
+                         "listing_sha256": listing,
                          "verified_against": "listing of relative paths and sizes (recorded only)"})
         roots.insert(0, str(path))
     return files, roots
@@ -253,15 +249,22 @@ def fetch_dataset(name: str, spec: dict | None, out_dir: str | os.PathLike, *, b
         except (OSError, ValueError):
             old = None
         if old and old.get("source") == wanted_source:
-            log(f"[fetch] {name}: already fetched ({marker}); nothing to do")
-            return old
+            try:
+                verify_record(old, out_dir, log=log)
+            except ChecksumError as err:
+                if old.get("kind") != "download":
+                    raise  # a local copy: only its owner can restore it
+                log(f"[fetch] {name}: {err}; fetching again")
+            else:
+                log(f"[fetch] {name}: already fetched ({marker}) and re-verified; nothing to do")
+                return old
     out_dir.mkdir(parents=True, exist_ok=True)
     if marker.exists():
         marker.unlink()  # from here on the folder is not "done" until the new marker is written
 
     if local is not None:
         log(f"[fetch] {name}: using local copy {local} in place")
-        files, roots = _describe_local(name, local, info, log=log)
+        files, roots = _describe_local(name, local, info, log=log, out_dir=out_dir)
         record = {"dataset": name, "kind": "local", "source": str(local), "roots": roots, "files": files,
                   "formats": list(info.formats)}
     else:
@@ -288,6 +291,58 @@ def fetch_dataset(name: str, spec: dict | None, out_dir: str | os.PathLike, *, b
     return record
 
 
+def _listing_sha256(path: Path, exclude: Path | None = None) -> tuple[str, int]:
+    """SHA-256 of the sorted (relative path, size) list of a folder's regular files, and their number; the
+    fetch output folder ``exclude`` is left out when it lies inside ``path``."""
+    listing = hashlib.sha256()
+    n = 0
+    skip = Path(exclude).resolve() if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if skip is None or (Path(dirpath) / d).resolve() != skip)
+        for f in sorted(filenames):
+            p = Path(dirpath) / f
+            if p.is_symlink():
+                continue
+            listing.update(f"{p.relative_to(path).as_posix()}\t{p.stat().st_size}\n".encode())
+            n += 1
+    return listing.hexdigest(), n
+
+
+def verify_record(record: dict, raw_dir: str | os.PathLike, log=print) -> None:
+    """Re-check what a FETCHED.json record trusts: every file against the sha256 recorded when it was fetched
+    (a downloaded archive, a local archive or official file), a local folder against its listing of paths and
+    sizes. Raises ChecksumError naming the file when anything changed since."""
+    raw_dir = Path(raw_dir)
+    for entry in record.get("files") or []:
+        path = Path(entry["path"])
+        if not path.is_absolute():
+            path = raw_dir / path
+        if entry.get("kind") == "directory":
+            if "listing_sha256" not in entry:
+                continue
+            if not path.is_dir():
+                raise ChecksumError(f"{path}: the folder fetch recorded is gone. Restore it or fetch again.")
+            got, n = _listing_sha256(path, exclude=raw_dir)
+            if got != entry["listing_sha256"]:
+                raise ChecksumError(f"{path}: its files changed since fetch recorded them ({n} files now, "
+                                    f"{entry.get('n_files')} then, or their sizes differ). Restore the copy, or "
+                                    f"fetch again (`python -m karat fetch --dataset {record.get('dataset')} "
+                                    f"--force`) to accept it as it is now.")
+            continue
+        want = entry.get("sha256")
+        if not want:
+            continue
+        if not path.is_file():
+            raise ChecksumError(f"{path}: the file fetch recorded is gone. Restore it or fetch again.")
+        log(f"[fetch] re-verifying {path}")
+        got = file_digests(path, ("sha256",))["sha256"]
+        if got != want:
+            raise ChecksumError(f"sha256 of {path} is {got}, but it was {want} when fetch verified it "
+                                f"({entry.get('verified_against', 'recorded')}): the file was changed or damaged "
+                                f"since. Restore or re-download it (`python -m karat fetch --dataset "
+                                f"{record.get('dataset')} --force`).")
+
+
 def read_fetched(raw_dir: str | os.PathLike) -> dict:
     """The FETCHED.json record of ``raw_dir``, with roots resolved; a clear error if fetch did not finish."""
     raw_dir = Path(raw_dir)
@@ -295,7 +350,11 @@ def read_fetched(raw_dir: str | os.PathLike) -> dict:
     if not marker.is_file():
         raise FileNotFoundError(f"{raw_dir} has no {FETCHED}: the fetch stage has not completed for it "
                                 f"(run `python -m karat fetch --dataset {raw_dir.name}` first)")
-    rec = json.loads(marker.read_text())
+    try:
+        rec = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptArtifactError(f"{marker}: unreadable ({type(exc).__name__}: {exc}); run `python -m karat "
+                                   f"fetch --dataset {raw_dir.name} --force`") from None
     rec["roots"] = [str((raw_dir / r).resolve()) if not Path(r).is_absolute() else r for r in rec["roots"]]
     return rec
 

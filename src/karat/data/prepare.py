@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CorruptArtifactError, KaratError
 from ..utils.io import atomic_path, atomic_write_json
 from ..utils.provenance import provenance
-from .fetch import read_fetched
+from .fetch import read_fetched, verify_record
 from .formats import RawSplit, read_dataset
 from .sources import dataset_info
 
@@ -67,9 +68,26 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _decode(data: bytes) -> np.ndarray:
+class BadImageError(KaratError):
+    """A file of the data set is not a decodable image (truncated, corrupted, or not an image at all)."""
+
+
+def _open_image(data: bytes, what, load: bool = True):
+    """The PIL image of ``data`` (decoded when ``load``; else the header only); errors name ``what``."""
     from PIL import Image
-    with Image.open(io.BytesIO(data)) as im:
+    try:
+        im = Image.open(io.BytesIO(data))
+        if load:
+            im.load()
+        return im
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError, ...
+        raise BadImageError(f"{what() if callable(what) else what} is not a decodable image ({type(exc).__name__}: "
+                            f"{exc}). Remove or replace that file in the data source and fetch/prepare again.") \
+            from None
+
+
+def _decode(data: bytes, what="an image") -> np.ndarray:
+    with _open_image(data, what) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
@@ -92,20 +110,30 @@ def _write_split(split: str, raw: RawSplit, idx: np.ndarray, out: Path, log) -> 
             missing = [raw.names[idx[i]] if raw.names else int(idx[i]) for i, b in enumerate(blobs) if b is None]
             if missing:
                 raise FileNotFoundError(f"{split}: {len(missing)} selected images could not be read, e.g. {missing[:3]}")
-            from PIL import Image
-            sizes = set()
-            for b in blobs:
-                with Image.open(io.BytesIO(b)) as im:
-                    sizes.add(im.size)
-            w, h = next(iter(sizes))
+            def name(i):
+                return (f"{split} image {raw.names[idx[i]]!r}" if raw.names
+                        else f"{split} image #{int(idx[i])} of the source")
+
+            sizes: dict[tuple[int, int], list[int]] = {}
+            for i, b in enumerate(blobs):
+                with _open_image(b, lambda: name(i), load=False) as im:
+                    sizes.setdefault(im.size, []).append(i)
+            (w, h), _ = max(sizes.items(), key=lambda kv: len(kv[1]))
             if len(sizes) == 1 and len(blobs) * w * h * 3 <= MAX_DENSE_BYTES:
                 storage = "array"
                 images = np.empty((len(blobs), h, w, 3), dtype=np.uint8)
                 for i, b in enumerate(blobs):
-                    images[i] = _decode(b)
+                    images[i] = _decode(b, lambda: name(i))
             else:
                 storage = "encoded"
                 items = iter(enumerate(blobs))
+                if len(sizes) > 1:
+                    odd = [f"{name(i)} is {sw}x{sh}" for (sw, sh), ids in sizes.items() if (sw, sh) != (w, h)
+                           for i in ids[:3]]
+                    log(f"[prepare] WARNING: {split}: images of {len(sizes)} sizes ({len(sizes[(w, h)])} of "
+                        f"{len(blobs)} are {w}x{h}; e.g. {'; '.join(odd[:5])}): the split is stored encoded and "
+                        f"decoded on every read (the slow path), not as one dense array. Remove or resize the odd "
+                        f"images if they are not meant to be there.")
         else:
             items = raw.items(idx)
         if storage == "encoded":
@@ -144,12 +172,32 @@ def _write_split(split: str, raw: RawSplit, idx: np.ndarray, out: Path, log) -> 
             "files": {f: {"sha256": _sha256_file(out / f), "bytes": (out / f).stat().st_size} for f in files}}
 
 
+def check_counts(name: str, raw, spec: dict | None, fetched: dict) -> None:
+    """Refuse a source whose splits do not hold the official number of images (a damaged or partial copy).
+
+    The expected counts are ``datasets.<name>.expected_counts`` of params.yaml when given (null: no check),
+    else the official counts of a known dataset (:mod:`karat.data.sources`)."""
+    spec = spec or {}
+    expected = spec["expected_counts"] if "expected_counts" in spec else dataset_info(name).counts
+    if not expected:
+        return
+    for split, want in expected.items():
+        got = len(raw.splits[split].labels) if split in raw.splits else 0
+        if got != want:
+            raise CorruptArtifactError(
+                f"{name}: the source {fetched.get('source')} holds {got:,} {split} images, but the official "
+                f"{split} split has {want:,}. The copy is incomplete or damaged, or is not {name}: check it against "
+                f"its checksum and fetch or copy it again. If it is a deliberately partial copy, set "
+                f"datasets.{name}.expected_counts: null in params.yaml.")
+
+
 def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, subset_spec: dict | None, *,
                     dataset: str | None = None, spec: dict | None = None, subset_name: str | None = None,
                     log=print) -> dict:
     """Prepare the fetched data in ``raw_dir`` into ``out_dir``; return the manifest."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     fetched = read_fetched(raw_dir)
+    verify_record(fetched, raw_dir, log=log)  # what fetch verified may have changed since
     name = dataset or fetched.get("dataset") or raw_dir.name
     info = dataset_info(name)
     subset_spec = dict(subset_spec or {"train_per_class": None, "test_per_class": None, "seed": 0})
@@ -161,6 +209,7 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, subs
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"subset seed = {seed!r}: expected an integer")
     raw = read_dataset(fetched["roots"], fetched.get("formats") or list(info.formats), info)
+    check_counts(name, raw, spec, fetched)
     num_classes = (spec or {}).get("num_classes")
     if num_classes is not None and num_classes != len(raw.classes):
         raise ValueError(f"datasets.{name}.num_classes = {num_classes}, but the data has {len(raw.classes)} "
@@ -198,6 +247,7 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, subs
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        _write_stamp(out_dir, manifest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -208,8 +258,8 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, subs
 class EncodedImages:
     """A sequence of encoded image files stored in one memory-mapped blob; items decode to uint8 HWC RGB."""
 
-    def __init__(self, blob: np.ndarray, index: np.ndarray):
-        self.blob, self.index = blob, index
+    def __init__(self, blob: np.ndarray, index: np.ndarray, where: str = "an encoded image blob"):
+        self.blob, self.index, self.where = blob, index, where
 
     def __len__(self) -> int:
         return len(self.index)
@@ -219,7 +269,7 @@ class EncodedImages:
         return self.blob[off:off + n].tobytes()
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return _decode(self.raw(int(i)))
+        return _decode(self.raw(int(i)), lambda: f"item {int(i)} of {self.where}")
 
 
 @dataclass
@@ -243,30 +293,102 @@ class PreparedDataset:
         return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
 
 
-def load_prepared(path: str | os.PathLike, *, verify: bool = False) -> PreparedDataset:
-    """Open a prepared folder (memory-mapped); ``verify`` re-checks every file's sha256 against the manifest."""
+def _stamp_path(path: Path) -> Path:
+    """Where the record of a successful verification lives: beside the prepared folder, not inside it (the
+    folder is a declared output; nothing but ``prepare`` writes into it)."""
+    return path.parent / f".{path.name}.verified.json"
+
+
+def _file_key(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _write_stamp(path: Path, manifest: dict) -> None:
+    stamp = {f: {"sha256": meta["sha256"], "stat": _file_key(path / f)}
+             for split in manifest["splits"].values() for f, meta in split["files"].items()}
+    try:
+        atomic_write_json(_stamp_path(path), stamp)
+    except OSError:  # a read-only data folder: verification simply runs again next time
+        pass
+
+
+def _rebuild_hint(path: Path) -> str:
+    return (f"Delete {path} and run the pipeline again (it re-runs `prepare` for it), or `python -m karat "
+            f"prepare` for this dataset and subset.")
+
+
+def verify_prepared(path: str | os.PathLike, manifest: dict) -> None:
+    """Check every array file of a prepared folder against the sha256 its manifest recorded.
+
+    A file whose size, mtime and inode are those recorded at the last successful check (``prepare`` records
+    them when it writes the folder) is not hashed again; any write to a file changes its mtime, so a file
+    edited or damaged after its check is hashed and caught. Raises CorruptArtifactError naming the file."""
+    path = Path(path)
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+    except (OSError, ValueError):
+        stamp = {}
+    changed = False
+    for split in manifest["splits"].values():
+        for f, meta in split["files"].items():
+            p = path / f
+            if not p.is_file():
+                raise CorruptArtifactError(f"{p} is missing from the prepared folder. " + _rebuild_hint(path))
+            entry = stamp.get(f) if isinstance(stamp, dict) else None
+            if (isinstance(entry, dict) and entry.get("sha256") == meta["sha256"]
+                    and entry.get("stat") == _file_key(p)):
+                continue
+            size = p.stat().st_size
+            if "bytes" in meta and size != meta["bytes"]:
+                raise CorruptArtifactError(f"{p} has {size} bytes, but its manifest recorded {meta['bytes']} "
+                                           f"(truncated or replaced). " + _rebuild_hint(path))
+            got = _sha256_file(p)
+            if got != meta["sha256"]:
+                raise CorruptArtifactError(f"{p}: sha256 {got} differs from the one its manifest recorded "
+                                           f"({meta['sha256']}): the file was changed or damaged after `prepare` "
+                                           f"wrote it, and was not used. " + _rebuild_hint(path))
+            changed = True
+    if changed or not stamp:
+        _write_stamp(path, manifest)
+
+
+def _load_npy(p: Path, folder: Path, **kw) -> np.ndarray:
+    try:
+        return np.load(p, allow_pickle=False, **kw)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CorruptArtifactError(f"{p}: cannot read this array ({type(exc).__name__}: {exc}). "
+                                   + _rebuild_hint(folder)) from None
+
+
+def load_prepared(path: str | os.PathLike, *, verify: bool = True) -> PreparedDataset:
+    """Open a prepared folder (memory-mapped). ``verify`` (the default) checks every file against the sha256
+    of the manifest first (see :func:`verify_prepared`: a file unchanged since its last check is not hashed
+    again); a damaged, truncated or replaced file raises CorruptArtifactError naming it."""
     path = Path(path)
     mpath = path / "manifest.json"
     if not mpath.is_file():
         raise FileNotFoundError(f"{path} has no manifest.json: it was not prepared (run `python -m karat "
                                 "prepare --dataset D --subset S`)")
-    manifest = json.loads(mpath.read_text())
+    try:
+        manifest = json.loads(mpath.read_text())
+        manifest["splits"][SPLITS[0]]["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptArtifactError(f"{mpath}: not a readable prepared-data manifest ({type(exc).__name__}: "
+                                   f"{exc}). " + _rebuild_hint(path)) from None
     if verify:
-        for split in manifest["splits"].values():
-            for f, meta in split["files"].items():
-                got = _sha256_file(path / f)
-                if got != meta["sha256"]:
-                    raise ValueError(f"{path / f}: sha256 {got} differs from the manifest ({meta['sha256']})")
+        verify_prepared(path, manifest)
     arrays = {}
     for split in SPLITS:
         s = manifest["splits"][split]
-        images = np.load(path / f"{split}_images.npy", mmap_mode="r")
+        images = _load_npy(path / f"{split}_images.npy", path, mmap_mode="r")
         if s["storage"] == "encoded":
-            images = EncodedImages(images, np.load(path / f"{split}_index.npy"))
-        labels = np.load(path / f"{split}_labels.npy", mmap_mode="r")
+            images = EncodedImages(images, _load_npy(path / f"{split}_index.npy", path),
+                                   where=str(path / f"{split}_images.npy"))
+        labels = _load_npy(path / f"{split}_labels.npy", path, mmap_mode="r")
         if len(labels) != len(images) or len(labels) != s["n"]:
-            raise ValueError(f"{path}: {split} has {len(images)} images and {len(labels)} labels; manifest says "
-                             f"{s['n']}")
+            raise CorruptArtifactError(f"{path}: {split} has {len(images)} images and {len(labels)} labels; "
+                                       f"manifest says {s['n']}. " + _rebuild_hint(path))
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     return PreparedDataset(**arrays, classes=list(manifest["classes"]), manifest=manifest, path=path,
                            storage=manifest["storage"])

@@ -31,6 +31,9 @@ class DatasetInfo:
     downloadable: bool = True
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # Images per split in the official release (the split `prepare` builds): a source with fewer or more is
+    # incomplete or damaged, or not this dataset. params.yaml's datasets.<name>.expected_counts overrides.
+    counts: dict | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -38,11 +41,13 @@ DATASETS: dict[str, DatasetInfo] = {
         "cifar10", ("cifar10_python", "imagefolder"),
         (RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
                     md5="c58f30108f718f92721af3b95e74349a", extract=True),),
-        classes=CIFAR10_CLASSES),
+        classes=CIFAR10_CLASSES,
+        counts={"train": 50000, "test": 10000}),
     "cifar100": DatasetInfo(
         "cifar100", ("cifar100_python", "imagefolder"),
         (RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
-                    md5="eb9058c3a382ffc7106e4002c42a8d85", extract=True),)),
+                    md5="eb9058c3a382ffc7106e4002c42a8d85", extract=True),),
+        counts={"train": 50000, "test": 10000}),
     "imagenet": DatasetInfo(
         "imagenet", ("imagenet_archives", "imagefolder"), (), downloadable=False,
         notes="ImageNet-1K needs a login at image-net.org and is never downloaded automatically. Point "
@@ -51,14 +56,16 @@ DATASETS: dict[str, DatasetInfo] = {
               "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz.",
         extra={"archives": {"train": ("ILSVRC2012_img_train.tar", "1d675b47d978889d74fa0da5fadfb00e"),
                             "val": ("ILSVRC2012_img_val.tar", "29b22e2961454d5413ddabcf34fc5622"),
-                            "devkit": ("ILSVRC2012_devkit_t12.tar.gz", "fa75699e90414af021442c21a62c3abf")}}),
+                            "devkit": ("ILSVRC2012_devkit_t12.tar.gz", "fa75699e90414af021442c21a62c3abf")}},
+        counts={"train": 1281167, "test": 50000}),
     "svhn": DatasetInfo(
         "svhn", ("svhn_mat", "imagefolder"),
         (RemoteFile("http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "train_32x32.mat",
                     md5="e26dedcc434d2e4c54c9b2d4a06d8373"),
          RemoteFile("http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
                     md5="eb5a983be6a315427106f1b164d9cef3")),
-        classes=SVHN_CLASSES),
+        classes=SVHN_CLASSES,
+        counts={"train": 73257, "test": 26032}),
     "flowers102": DatasetInfo(
         "flowers102", ("flowers102_official", "imagefolder"),
         (RemoteFile("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/102flowers.tgz", "102flowers.tgz",
@@ -66,12 +73,14 @@ DATASETS: dict[str, DatasetInfo] = {
          RemoteFile("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/imagelabels.mat", "imagelabels.mat",
                     md5="e0620be6f572b9609742df49c70aed4d"),
          RemoteFile("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/setid.mat", "setid.mat",
-                    md5="a5357ecc9cb78c4bef273ce3793fc85c"))),
+                    md5="a5357ecc9cb78c4bef273ce3793fc85c")),
+        counts={"train": 2040, "test": 6149}),
     "stl10": DatasetInfo(
         "stl10", ("stl10_binary", "imagefolder"),
         (RemoteFile("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "stl10_binary.tar.gz",
                     md5="91f7769df0f17e558f3565bffb0c7dfb", extract=True),),
-        classes=STL10_CLASSES),
+        classes=STL10_CLASSES,
+        counts={"train": 5000, "test": 8000}),
 }
 
 
@@ -96,7 +105,7 @@ def dataset_info(name: str, spec: dict | None = None) -> DatasetInfo:
             files.append(RemoteFile(str(f["url"]), str(fname), md5=f.get("md5"), sha256=f.get("sha256"),
                                     extract=is_archive(fname)))
         return DatasetInfo(name, info.formats, tuple(files), classes=info.classes, downloadable=True,
-                           notes=info.notes, extra=info.extra)
+                           notes=info.notes, extra=info.extra, counts=info.counts)
     if spec.get("url"):
         url = str(spec["url"])
         filename = url.rstrip("/").rsplit("/", 1)[-1]
@@ -107,5 +116,6 @@ def dataset_info(name: str, spec: dict | None = None) -> DatasetInfo:
         info = DatasetInfo(name, info.formats,
                            (RemoteFile(url, filename, md5=spec.get("md5"), sha256=spec.get("sha256"),
                                        extract=is_archive(filename)),),
-                           classes=info.classes, downloadable=True, notes=info.notes, extra=info.extra)
+                           classes=info.classes, downloadable=True, notes=info.notes, extra=info.extra,
+                           counts=info.counts)
     return info
