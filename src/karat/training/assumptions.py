@@ -14,6 +14,7 @@ values of one resolved recipe.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from .recipe import DEFAULTS as TRAIN_DEFAULTS
 from .recipe import validate_train_recipe
@@ -79,11 +80,11 @@ _ENTRIES: list[dict] = [
     {"key": "train.ema_decay", "section": "train",
      "paper": "EMA on, decay 0.99992; whether the reported accuracy is the EMA model NOT FOUND (§3.1)",
      "why": "EMA updated after every optimizer step, no EMA warm-up (timm ModelEma as DeiT uses it); both raw "
-            "and EMA weights are evaluated every epoch and both are in metrics.json"},
+            "and EMA weights are evaluated every epoch and both are in eval.json"},
     {"key": "train.report_weights", "section": "train",
      "paper": "last vs best epoch, EMA vs raw NOT FOUND (§7 item 11)",
      "why": "ema_best for the paper recipes (the EMA is what DeiT's recipe is for, and DeiT prints the best "
-            "accuracy seen); every combination is kept in metrics.json so the choice can be changed"},
+            "accuracy seen); every combination is kept in eval.json so the choice can be changed"},
     {"key": "best_epoch_selection", "section": None,
      "value": "highest test top-1 after an epoch, raw and EMA tracked separately",
      "paper": "best-vs-last NOT FOUND (§3.1, §7 item 11)",
@@ -95,12 +96,93 @@ _ENTRIES: list[dict] = [
     {"key": "train.amp", "section": "train",
      "paper": "precision NOT FOUND (§3.1, §3.8)",
      "why": "bf16 autocast on CUDA (same range as float32, no loss scaling); float32 on the CPU"},
+    {"key": "data.interpolation", "section": "data",
+     "paper": "CIFAR images are upsampled to 224x224 (Table 5, §2); the interpolation NOT FOUND",
+     "why": "bicubic, DeiT's and timm's choice for resizing (train crops and the eval resize)"},
     {"key": "drop_last", "section": None, "value": "true (training); evaluation uses every test image",
      "paper": "not stated", "why": "timm/DeiT drop the last incomplete training batch"},
     {"key": "seeds", "section": None, "value": "as listed per profile in params.yaml",
      "paper": "seeds / number of runs NOT FOUND; single numbers, no std (§3.1, §7 item 11)",
      "why": "several seeds where the budget allows, reported as mean ± std"},
 ]
+
+
+# Choices of the model, the attention operators and the analyses (the same for every recipe): rendered once.
+# The init numbers come from `python benchmarks/init_scale.py` (2026-12-01, 2-core x86 CPU; see
+# benchmarks/RESULTS.md); the test tests/report/test_assumptions.py re-measures them on a small model.
+MODEL_ASSUMPTIONS: list[dict] = [
+    {"key": "head size of parameter counts",
+     "value": "each run's own head (10 / 100 / 1000 classes); the compute analysis uses 10 classes and, in "
+              "the paper profile, 1000 for ViT-Small (analyses.compute.head_classes)",
+     "paper": "the Params column mixes 10-class (Tiny, Base) and 1000-class (Small) heads (§1.7, §7 item 3)",
+     "why": "Table 13 is compared cell by cell with the head the paper's number implies"},
+    {"key": "parameter bookkeeping",
+     "value": "(2G + 3)·r·N per operator: 2G coefficients and 1 W entry per unit, plus efficient-KAN's per-edge "
+              "base_weight (multiplies b(x) = 0: no gradient) and scaler w_s (init 1); count_parameters reports "
+              "the total and the used count",
+     "paper": "the counts need 2 per-unit parameters beyond Eq. (2) + W; Table 18's r = 2 / 4 counts fit no "
+              "single formula (§1.7, §7 item 4)",
+     "why": "reproduces every r = 12 count of Tables 1 and 13 exactly (tests/models/test_params_flops.py)"},
+    {"key": "attention.init (basis coefficients)",
+     "value": "scaled: N(0, 1 / (fan_in x basis functions)); labels with `init: paper` (G3B-paperinit, "
+              "G1B-paperinit in the cifar32 profile) use N(0, 1)",
+     "paper": "a, b ~ N(0, 1) (Table 6); FourierKAN-style code divides by sqrt(N G) (§7 item 5)",
+     "why": "measured at init (benchmarks/init_scale.py: ViT-Tiny 224/16 G3B, 8 random images): the attention "
+            "branch's output std is 174x softmax's under N(0, 1) (median over the 12 blocks, 65-301x) and 6x "
+            "under the scaled init; N(0, 1) makes the KArAt branch swamp the residual stream at step 0"},
+    {"key": "W init",
+     "value": "timm's Linear init, trunc_normal(std 0.02), no bias (both coefficient inits)",
+     "paper": "NOT FOUND (§1.4, §7 item 5)",
+     "why": "what a timm-based implementation inherits for an N x r linear map; no bias fits the counts (§1.7)"},
+    {"key": "l1 projection placement",
+     "value": "Algorithm 1 on the final N-dim row (`l1_projection: true`); 'hidden' (between Φ̂ and W, as "
+              "Algorithm 2 draws it) on request",
+     "paper": "§3 projects the final row, Algorithm 2 the r-dim vector (§1.5, §7 item 7)",
+     "why": "only the final-row reading makes attention rows distributions, the stated goal of the projection"},
+    {"key": "base activation b(x)",
+     "value": "phi = w_b b(x) + w_s f(x) with a learnable per-edge w_b (efficient-KAN base_weight, kaiming-uniform "
+              "init); b in {zero, identity, silu, gelu} (v3 Table 7)",
+     "paper": "Zero / SiLU / Identity on the project page, Identity / SiLU / GELU in v3 Table 7; whether b carries "
+              "a learnable weight NOT FOUND (§1.4, §7 item 27)",
+     "why": "the per-edge base weight is the bookkeeping parameter the counts need, so it is the weight of b(x)"},
+    {"key": "wavelet parameters",
+     "value": "one wavelet per unit with its own w, translation tau (init 0) and scale s (init 1); w drawn like "
+              "the Fourier coefficients (attention.init)",
+     "paper": "w ~ N(0, 1), tau = 0, s = 1; per unit or several per unit NOT FOUND (§1.9)",
+     "why": "Wav-KAN, which the paper cites, has one wavelet per edge with per-edge w, s, tau"},
+    {"key": "Meyer wavelet",
+     "value": "psi = sin(pi |x~|) m(|x~|): the auxiliary m is applied to |x~|",
+     "paper": "w sin(pi |x~|) (m o nu)(x~) with m on t (§1.9)",
+     "why": "Wav-KAN's Meyer; m of the signed x~ would be 1 on the whole negative half-line (no decay there)"},
+    {"key": "Shannon wavelet",
+     "value": "sinc(x~ / pi) times a symmetric Hamming window of length N over the input index q "
+              "(torch.hamming_window(N, periodic=False))",
+     "paper": "symmetric Hamming window; its length / support NOT FOUND (§1.9)",
+     "why": "Wav-KAN applies the window along the input axis in the same way"},
+    {"key": "loss landscape",
+     "value": "trajectory-PCA plane of the weight snapshots centred on the final weights; every trainable "
+              "parameter (1-D ones, position embedding, KArAt coefficients and W) is a coordinate; no filter "
+              "normalisation on the PCA plane; grid, extent and evaluation batches from analyses.landscape",
+     "paper": "Li et al.'s PCA-trajectory method on the CIFAR-10 validation set; grid, resolution, checkpoints and "
+              "normalisation NOT FOUND (§5 Fig. 3, §7 item 18)",
+     "why": "the plane should show where the optimiser actually moved (karat.analysis.landscape)"},
+    {"key": "attention maps",
+     "value": "the activated attention (what multiplies V), CLS row of the last block, negatives clipped to 0, "
+              "nearest upsampling; dominant head = largest clipped CLS mass, its region = the fewest patches "
+              "holding 60% of that mass (DINO)",
+     "paper": "which tensor, the thresholding of 'image regions' and the upsampling NOT FOUND (§7 item 19)",
+     "why": "the tensor the model actually uses; DINO's display rule (karat.analysis.attention_maps)"},
+    {"key": "weight-distribution figure",
+     "value": "every >= 2-D weight outside the KArAt operators (the same set for softmax and KArAt models); the "
+              "KArAt coefficients and W get their own per-head, per-block histograms",
+     "paper": "which weights Fig. 12 histograms NOT FOUND (§7 item 20)",
+     "why": "the same tensors in both models make the two histograms comparable (karat.analysis.weights)"},
+]
+
+
+def model_assumptions() -> list[dict]:
+    """The model, operator and analysis assumptions (recipe-independent), as dicts key / value / paper / why."""
+    return copy.deepcopy(MODEL_ASSUMPTIONS)
 
 
 # The values the paper recipe (params.yaml `paper`) uses where the paper is silent; a recipe that differs
@@ -160,4 +242,50 @@ ASSUMPTIONS: list[dict] = assumptions_for({
              "mixup_prob": 0.5, "mixup_switch_prob": 0.5},
 })
 
-__all__ = ["ASSUMPTIONS", "assumptions_for"]
+__all__ = ["ASSUMPTIONS", "MODEL_ASSUMPTIONS", "assumptions_for", "attention_branch_scale", "init_scale_ratios",
+           "model_assumptions"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the measurement behind the coefficient-init assumption (PAPER §7.5)
+
+def attention_branch_scale(model_name: str = "vit_tiny_patch16_224", attention: Any = "softmax", *,
+                           images: int = 8, seed: int = 0, **model_kwargs) -> list[float]:
+    """Std of each block's attention-branch output (``block.attn``, after the output projection) at init, for
+    ``images`` N(0, 1) images: how large the KArAt branch starts compared with softmax's under an init."""
+    import torch
+
+    import karat
+
+    torch.manual_seed(seed)
+    model = karat.create_model(model_name, num_classes=10, attention=attention, **model_kwargs).eval()
+    stds: list[float] = []
+    hooks = [blk.attn.register_forward_hook(lambda m, i, o: stds.append(float(o.float().std())))
+             for blk in model.blocks]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(images, 3, *model.patch_embed.img_size, generator=gen)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stds
+
+
+def init_scale_ratios(model_name: str = "vit_tiny_patch16_224", grid_size: int = 3, *, images: int = 8,
+                      seed: int = 0, **model_kwargs) -> dict:
+    """Per-block attention-branch std for softmax, the "scaled" and the "paper" (N(0, 1)) coefficient init, and
+    the median over blocks of paper / softmax and scaled / softmax."""
+    import statistics
+
+    out: dict = {"model": model_name, "grid_size": grid_size, "images": images, "seed": seed}
+    for name, att in (("softmax", "softmax"),
+                      ("scaled", {"basis": "fourier", "grid_size": grid_size, "mode": "blockwise", "init": "scaled"}),
+                      ("paper", {"basis": "fourier", "grid_size": grid_size, "mode": "blockwise", "init": "paper"})):
+        out[name] = attention_branch_scale(model_name, att, images=images, seed=seed, **model_kwargs)
+    for name in ("scaled", "paper"):
+        ratios = [k / s for k, s in zip(out[name], out["softmax"])]
+        out[f"{name}_over_softmax"] = statistics.median(ratios)
+        out[f"{name}_over_softmax_range"] = [min(ratios), max(ratios)]
+    return out
