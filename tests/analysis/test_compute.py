@@ -71,3 +71,23 @@ def test_options_are_validated():
         compute.check_options(dict(OPTIONS, head_classes={"vit_base_patch16_224": 1000}))
     with pytest.raises(ValueError, match="head_classes"):
         compute.check_options(dict(OPTIONS, head_classes={"vit_tiny_patch4_32": 0}))
+
+
+def test_gpu_memory_is_sampled_after_forward_backward_and_step(monkeypatch):
+    """The average-over-training-steps memory (Table 13's quantity) samples three points per step; the CUDA
+    calls are replaced by a counter so the logic runs on the CPU."""
+    import torch
+
+    calls = iter(range(100, 10_000, 10))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: next(calls))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    x, y = torch.randn(2, 8), torch.randint(0, 4, (2,))
+    samples: list = []
+    step = compute.train_step_fn(model, x, y, samples)
+    step()
+    step()
+    assert samples == [100, 110, 120, 130, 140, 150]
+    quiet = compute.train_step_fn(model, x, y)        # timing steps take no samples
+    quiet()
+    assert len(samples) == 6

@@ -159,3 +159,13 @@ def _demo_epochs() -> int:
     from karat.config import load_params, resolve_recipe
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     return resolve_recipe(params, "demo")["train"]["epochs"]
+
+
+def test_memory_cell_is_the_average_when_a_gpu_row_has_it():
+    from karat.report.results import compute_metric
+
+    gpu = {"attention": "G3B", "memory_bytes": str(8 * 2**30), "memory_mean_bytes": str(6 * 2**30)}
+    assert compute_metric(gpu, "memory_gb") == 6.0          # the paper's quantity: average over training steps
+    assert compute_metric(gpu, "memory_peak_gb") == 8.0
+    cpu = {"attention": "G3B", "memory_bytes": str(2 * 2**30), "memory_mean_bytes": ""}
+    assert compute_metric(cpu, "memory_gb") == 2.0
