@@ -32,7 +32,25 @@ CONFIGS = [
     ("softmax fused (SDPA)", "softmax", {"fused": True}),
     ("KArAt G3B reference", {"grid_size": 3, "mode": "B", "impl": "reference"}, {}),
     ("KArAt G3B efficient", {"grid_size": 3, "mode": "B", "impl": "efficient"}, {}),
+    # every other variant of the paper on the efficient path (issue 14); names as in params.yaml
+    ("G3U", {"grid_size": 3, "mode": "U"}, {}),
+    ("G1B", {"grid_size": 1, "mode": "B"}, {}),
+    ("G3B-silu", {"grid_size": 3, "mode": "B", "base_activation": "silu"}, {}),
+    ("rational-B", {"basis": "rational"}, {}),
+    ("mexican_hat-B", {"basis": "mexican_hat"}, {}),
+    ("morlet-B", {"basis": "morlet"}, {}),
+    ("dog-B", {"basis": "dog"}, {}),
+    ("meyer-B", {"basis": "meyer"}, {}),
+    ("shannon-B", {"basis": "shannon"}, {}),
+    ("G3B-l1", {"grid_size": 3, "l1_projection": "output"}, {}),
+    ("G3B-l1hidden", {"grid_size": 3, "l1_projection": "hidden"}, {}),
+    ("G11B-phiW", {"grid_size": 11, "operator": "phi_w"}, {}),
+    ("G11B-phiphi", {"grid_size": 11, "operator": "phi_phi"}, {}),
+    ("G11B-phiphi-sm1", {"grid_size": 11, "operator": "phi_phi", "softmax_heads": 1}, {}),
+    ("dog-B reference", {"basis": "dog", "impl": "reference"}, {}),
 ]
+#: measured unless --configs says otherwise (the two softmax baselines are always measured)
+DEFAULT = [c[0] for c in CONFIGS if c[0] != "dog-B reference"]
 SETTINGS = [("vit_tiny_patch16_224", 224, 32), ("vit_tiny_patch4_32", 32, 128)]
 
 
@@ -109,12 +127,20 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads; 1 (default) keeps timings stable on a shared CPU, 0 leaves torch's")
     ap.add_argument("--settings", default="224,32", help="comma list of 224 / 32")
+    ap.add_argument("--configs", default=",".join(DEFAULT),
+                    help="comma list of configuration names (softmax eager / fused are always added); "
+                         "'all' = every one, including 'dog-B reference'")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if a.amp == "bf16" else contextlib.nullcontext
     wanted = {int(s) for s in a.settings.split(",")}
+    names = [c[0] for c in CONFIGS] if a.configs == "all" else [n.strip() for n in a.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in {c[0] for c in CONFIGS}]
+    if unknown:
+        ap.error(f"--configs: {unknown[0]!r} is not allowed; allowed: {', '.join(c[0] for c in CONFIGS)}, all")
+    configs = [c for c in CONFIGS if c[0] in names or c[0].startswith("softmax")]
     print(f"# attention memory / step time — torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
           + f", amp {a.amp}, warmup {a.warmup}, repeats {a.repeats} (median)\n")
@@ -129,9 +155,9 @@ def main(argv=None):
         g = torch.Generator().manual_seed(0)
         x = torch.randn(batch, 3, img, img, generator=g).to(device)
         y = torch.randint(0, 10, (batch,), generator=g).to(device)
-        models = [build(name, att, opts.get("fused"), device).train() for _, att, opts in CONFIGS]
+        models = [build(name, att, opts.get("fused"), device).train() for _, att, opts in configs]
         sbs, ts, peaks = measure(models, x, y, amp, a.warmup, a.repeats, device)
-        rows = [(c[0], sb, t, p) for c, sb, t, p in zip(CONFIGS, sbs, ts, peaks)]
+        rows = [(c[0], sb, t, p) for c, sb, t, p in zip(configs, sbs, ts, peaks)]
         del models
         base = {r[0]: r for r in rows}
         e, f = base["softmax eager"], base["softmax fused (SDPA)"]

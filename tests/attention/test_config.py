@@ -16,11 +16,21 @@ def test_labels_parse_to_fourier_dicts():
     assert parse_attention({"grid_size": 3, "mode": "U"}) == parse_attention("G3U")
 
 
-def test_auto_impl_falls_back_to_reference():
-    assert parse_attention({"basis": "dog"}).impl == "reference"
+@pytest.mark.parametrize("spec", [
+    {"basis": "dog"}, {"basis": "rational"}, {"basis": "shannon", "mode": "U"}, {"l1_projection": True},
+    {"l1_projection": "hidden"}, {"operator": "phi_w"}, {"operator": "phi_phi", "basis": "meyer"},
+    {"base_activation": "silu"}, {"softmax_heads": 1}, {"basis": "bspline"}])
+def test_auto_impl_picks_the_efficient_path_for_every_variant(spec):
+    assert parse_attention(spec).impl == "efficient"
+
+
+def test_auto_impl_falls_back_to_reference_for_full_rank_only():
+    assert parse_attention({"rank": "full"}).impl == "reference"
     assert parse_attention({"l1_projection": True}).l1_projection == "output"
-    assert parse_attention({"l1_projection": True}).impl == "reference"
     assert parse_attention({"impl": "reference"}).impl == "reference"
+    assert parse_attention("G3B").fourier_kernel_supported() is None
+    assert "basis='dog'" in parse_attention({"basis": "dog"}).fourier_kernel_supported()
+    assert "l1_projection" in parse_attention({"l1_projection": True}).fourier_kernel_supported()
 
 
 @pytest.mark.parametrize("spec, field", [
@@ -29,7 +39,7 @@ def test_auto_impl_falls_back_to_reference():
     ({"basis": "chebyshev"}, "basis"), ({"mode": "shared"}, "mode"), ({"operator": "w_w"}, "operator"),
     ({"base_activation": "relu"}, "base_activation"), ({"impl": "triton"}, "impl"), ({"init": "xavier"}, "init"),
     ({"l1_projection": "input"}, "l1_projection"), ({"softmax_heads": -1}, "softmax_heads"),
-    ({"grid": 3}, "key"), ({"basis": "dog", "impl": "efficient"}, "impl"), ({"rank": 2.5}, "rank"),
+    ({"grid": 3}, "key"), ({"rank": "full", "impl": "efficient"}, "impl"), ({"rank": 2.5}, "rank"),
 ])
 def test_bad_input_names_field_value_and_allowed(spec, field):
     with pytest.raises(ValueError) as e:

@@ -17,7 +17,7 @@ l1_projection      None / False (default), True or "output" = Algorithm 1 on the
                    "hidden" = on the r-dim vector between the two maps (Algorithm 2's placement, §7.7)
 softmax_heads      k in [0, h): the first k heads of every block keep softmax (hybrid, Table 20) (0)
 init               "scaled" (default) or "paper" (coefficients ~ N(0, 1)); see karat.attention.operator
-impl               "auto" (default: "efficient" where it exists, else "reference"), "reference", "efficient"
+impl               "auto" (default: "efficient", i.e. every variant but rank "full"), "reference", "efficient"
 =================  ==========================================================================================
 
 A label "G<n>B" / "G<n>U" (case-insensitive) is Fourier KArAt with grid size n, blockwise / universal, r = 12,
@@ -84,13 +84,22 @@ class AttentionConfig:
         return tag if not extra else tag + "[" + ",".join(extra) + "]"
 
     def efficient_supported(self) -> str | None:
-        """None if the memory-efficient Fourier kernel computes this configuration, else the reason."""
+        """None if the memory-efficient path computes this configuration, else the reason. Every operator,
+        basis, base activation, l1 placement, hybrid and universal configuration has one; the full-rank
+        operator (Eq. 1, only built to check the cost claim of PAPER §1.2) has not."""
+        if self.full_rank:
+            return "rank='full' (the full-rank cost model runs the reference path only)"
+        return None
+
+    def fourier_kernel_supported(self) -> str | None:
+        """None if the dedicated Fourier W Phi(A) kernel (frequency recurrence; Triton on CUDA) computes
+        this configuration, else the reason (the generic efficient path then computes it)."""
         if self.basis != "fourier":
-            return f"basis={self.basis!r} (the efficient kernel is Fourier only)"
+            return f"basis={self.basis!r} (the Fourier kernel is Fourier only)"
         if self.full_rank:
             return "rank='full'"
         if self.operator != "w_phi":
-            return f"operator={self.operator!r} (the efficient kernel computes W Phi(A))"
+            return f"operator={self.operator!r} (the Fourier kernel computes W Phi(A))"
         if self.l1_projection is not None:
             return f"l1_projection={self.l1_projection!r}"
         return None

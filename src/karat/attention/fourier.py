@@ -15,8 +15,9 @@ PAPER Table 13. Here
 The activation itself (Phi and W) is the custom op ``karat::fourier_kan_w`` so that
 ``torch.utils.flop_counter.FlopCounterMode`` sees it as one op and counts it the paper's way
 (``activation_flops``), torch.compile treats it as opaque, and a meta/fake implementation exists.
-Mixed precision: under bf16/fp16 autocast q, k, v stay in low precision (as saved); the trigonometric part
-runs in float32 (cos(m s) of a bf16 score is meaningless for m > 1) and attn V runs in v's dtype.
+Mixed precision: under bf16/fp16 autocast q, k, v stay in low precision (as saved); the scores, the
+trigonometric part and the contraction run in float32 (cos(m s) of a bf16 score is meaningless for m > 1),
+exactly as the reference path does (operator.py), and attn V runs in v's dtype.
 """
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ class FourierAttentionFunction(torch.autograd.Function):
                              f"'identity' / 'silu' / 'gelu' with base_w")
         cd = torch.float32 if _lowp(q) else q.dtype
         with _no_autocast(q):
-            s = torch.matmul(q, k.transpose(-1, -2)).to(cd) * scale
+            s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale
             z, attn = torch.ops.karat.fourier_kan_w(s, a.to(cd), b.to(cd), w.to(cd),
                                                     None if base_w is None else base_w.to(cd), act)
             out = torch.matmul(attn.to(v.dtype), v)
@@ -172,7 +173,7 @@ class FourierAttentionFunction(torch.autograd.Function):
             gz = torch.matmul(gattn, wc)                                          # [B, h, N, r]
             gw = torch.matmul(gattn.transpose(-1, -2), z).sum(0)                  # [h, N, r]
             del gattn
-            s = torch.matmul(q, k.transpose(-1, -2)).to(cd) * scale
+            s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale
             gs, ga, gb, gbase = torch.ops.karat.fourier_kan_backward(s, gz, a.to(cd), b.to(cd), base_w.to(cd), act)
             del s
             gs = (gs * scale).to(q.dtype)

@@ -8,7 +8,10 @@ replaced (PAPER §1.1); scores are scaled by 1/sqrt(d_h) before the activation.
 Paths:
 * softmax: fused ``scaled_dot_product_attention`` when timm's ``use_fused_attn()`` allows, else eager.
 * KArAt "reference": scores -> ``KArAtOperator.forward`` (straightforward, autograd keeps everything).
-* KArAt "efficient": ``fourier.fourier_attention`` for the KArAt heads (nothing N x N kept for backward).
+* KArAt "efficient": ``fourier.fourier_attention`` for Fourier W Phi(A) without l1 projection (frequency
+  recurrence; the Triton kernel on CUDA), ``efficient.karat_attention`` for every other variant (row-chunked,
+  fused unit kernels); nothing N x N kept for backward. Softmax heads of hybrid blocks use SDPA.
+The learnable units compute in float32 on both KArAt paths, also under bf16 autocast.
 Recording (``record_attention``) and FLOP counting (``count_flops``) switch to the explicit path, which
 computes the same numbers and exposes the pre-activation scores and the activated matrix.
 """
@@ -19,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AttentionConfig, SOFTMAX
-from .fourier import fourier_attention
+from .efficient import karat_attention
+from .fourier import _no_autocast, fourier_attention
 from .operator import KArAtOperator
 
 try:  # timm >= 1.0
@@ -91,18 +95,18 @@ class KArAtAttention(nn.Module):
             o = self._explicit_forward(q, k, v, op)
         elif op is None:
             o = self._softmax(q, k, v)
-        elif self.cfg.impl == "efficient" or (self.flop_count and self.cfg.efficient_supported() is None):
+        elif self.flop_count:
+            # count_flops: Fourier W Phi(A) (either impl, same function) through the op carrying the paper's
+            # formula; every other operator through its explicit (reference) code so its matmuls are traced.
+            o = self._efficient(q, k, v, op, fourier=True) if self.cfg.fourier_kernel_supported() is None \
+                else self._explicit_forward(q, k, v, op)
+        elif self.cfg.impl == "efficient":
             # attention dropout acts on the attention matrix, which the efficient path never forms; the paper
             # uses none (PAPER §1.1) and the recipes keep attn_drop_rate = 0.
             if self.training and self.attn_drop.p > 0:
                 raise ValueError(f"attn_drop_rate={self.attn_drop.p} is not allowed with impl='efficient'; "
                                  "allowed: 0, or impl='reference'")
-            ks = self.cfg.softmax_heads
-            a, b = op.fourier_coefficients()
-            act = self.cfg.base_activation
-            ko = fourier_attention(q[:, ks:], k[:, ks:], v[:, ks:], a, b, op.w, self.scale,
-                                   None if act == "zero" else op.phi1.base_weight, act)
-            o = ko if ks == 0 else torch.cat([self._softmax(q[:, :ks], k[:, :ks], v[:, :ks]), ko], dim=1)
+            o = self._efficient(q, k, v, op, fourier=self.cfg.fourier_kernel_supported() is None)
         else:
             o = self._explicit_forward(q, k, v, op)
 
@@ -111,6 +115,20 @@ class KArAtAttention(nn.Module):
         o = self.proj(o)
         return self.proj_drop(o)
 
+    def _efficient(self, q: Tensor, k: Tensor, v: Tensor, op: KArAtOperator, fourier: bool) -> Tensor:
+        """KArAt heads on the memory-efficient path, softmax heads (hybrid) on SDPA. ``fourier``: the Fourier
+        W Phi(A) kernel (frequency recurrence, Triton on CUDA); else the generic row-chunked function."""
+        ks = self.cfg.softmax_heads
+        qk, kk, vk = q[:, ks:], k[:, ks:], v[:, ks:]
+        if fourier:
+            a, b = op.fourier_coefficients()
+            act = self.cfg.base_activation
+            ko = fourier_attention(qk, kk, vk, a, b, op.w, self.scale,
+                                   None if act == "zero" else op.phi1.base_weight, act)
+        else:
+            ko = karat_attention(qk, kk, vk, op, self.scale)
+        return ko if ks == 0 else torch.cat([self._softmax(q[:, :ks], k[:, :ks], v[:, :ks]), ko], dim=1)
+
     def _softmax(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.fused_attn:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
@@ -118,16 +136,21 @@ class KArAtAttention(nn.Module):
         return self.attn_drop(attn.softmax(dim=-1)) @ v
 
     def _explicit_forward(self, q: Tensor, k: Tensor, v: Tensor, op: KArAtOperator | None) -> Tensor:
-        scores = (q * self.scale) @ k.transpose(-2, -1)          # A = Q K^T / sqrt(d_h), [B, h, N, N]
         if op is None:
+            scores = (q * self.scale) @ k.transpose(-2, -1)      # A = Q K^T / sqrt(d_h), [B, h, N, N]
             attn = scores.softmax(dim=-1)
         else:
+            # KArAt: the scores and the learnable units in float32 whatever the autocast (float64 stays
+            # float64), as on the efficient path; the operator returns float32 rows.
+            cd = torch.float64 if q.dtype == torch.float64 else torch.float32
+            with _no_autocast(q):
+                scores = torch.matmul(q.to(cd), k.to(cd).transpose(-2, -1)) * self.scale
             ks = self.cfg.softmax_heads
             act = op(scores[:, ks:])
-            attn = act if ks == 0 else torch.cat([scores[:, :ks].softmax(dim=-1), act.to(scores.dtype)], dim=1)
+            attn = act if ks == 0 else torch.cat([scores[:, :ks].softmax(dim=-1).to(act.dtype), act], dim=1)
         if self.record:
             self.last_record = (scores.detach(), attn.detach())
-        return self.attn_drop(attn) @ v
+        return self.attn_drop(attn.to(v.dtype)) @ v
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, attention={self.cfg.label}, impl={self.cfg.impl if self.cfg.is_karat else 'softmax'}"

@@ -42,6 +42,7 @@ the "scaled" default. For the operators whose last map is a KAN layer (phi_w, ph
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -202,8 +203,22 @@ class KArAtOperator(nn.Module):
                 f"(change img_size/patch_size at construction, not at run time)")
 
     def forward(self, scores: Tensor) -> Tensor:
-        """Reference path: [B, heads, K, N] pre-activation scores -> activated rows [B, heads, K, N]."""
+        """Reference path: [B, heads, K, N] pre-activation scores -> activated rows [B, heads, K, N].
+
+        The learnable units compute in float32 whatever the input dtype or autocast (float64 stays float64):
+        the scores are cast, autocast is off, and low-precision parameters are used through float32 copies.
+        The efficient path (efficient.py, fourier.py) does the same, so both compute the same function."""
         self.check_tokens(scores.shape[-1])
+        cd = torch.float64 if scores.dtype == torch.float64 else torch.float32
+        with contextlib.nullcontext() if scores.device.type == "meta" else \
+                torch.autocast(device_type=scores.device.type, enabled=False):
+            low = {n: p for n, p in self.named_parameters() if p.dtype != cd}
+            if low:
+                full = {n: p.to(cd) for n, p in self.named_parameters()}
+                return torch.func.functional_call(self, full, (scores.to(cd),))
+            return self._forward(scores.to(cd))
+
+    def _forward(self, scores: Tensor) -> Tensor:
         cfg = self.cfg
         hidden_l1 = cfg.l1_projection == "hidden"
         if cfg.full_rank:
