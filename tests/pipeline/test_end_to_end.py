@@ -8,6 +8,7 @@ Slow (several minutes on 2 cores): marked `pipeline`. Run alone with `pytest -m 
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -74,9 +75,20 @@ def test_snakemake_produces_every_artifact(snakemake_repo):
 def test_dvc_produces_every_artifact_and_metrics(dvc_repo, tools):
     missing = [str(p) for p in _stage_outputs(dvc_repo) if not p.exists()]
     assert not missing
-    shown = run([tools.tool("dvc"), "metrics", "show", "--json"], dvc_repo, tools).stdout
-    assert "top1" in shown
-    run([tools.tool("dvc"), "plots", "show", "--json"], dvc_repo, tools)
+    shown = json.loads(run([tools.tool("dvc"), "metrics", "show", "--json"], dvc_repo, tools).stdout)
+    (files,) = [rev["data"] for rev in shown.values()]  # the workspace only
+    for rid in (SOFTMAX, KARAT):  # a few flat numbers per run (the rest is in eval.json, an output)
+        assert set(files[f"runs/{PROFILE}/{rid}/metrics.json"]["data"]) == {"top1", "top5", "loss", "img_s", "mem_gb"}
+    assert set(files[f"results/{PROFILE}/summary.json"]["data"]) == {"agree"}
+    # what a user sees fits a terminal (issue 16: the whole record made ~150 columns)
+    for cmd in (["metrics", "show"], ["metrics", "diff", "--all"]):
+        out = run([tools.tool("dvc"), *cmd], dvc_repo, tools).stdout
+        assert max(map(len, out.splitlines())) <= 120, f"dvc {' '.join(cmd)}:\n{out}"
+    plots = json.loads(run([tools.tool("dvc"), "plots", "show", "--json"], dvc_repo, tools).stdout)["data"]
+    for name, column in (("accuracy", "top1"), ("loss", "train_loss")):
+        rows = plots[name][0]["content"]["data"]["values"]
+        assert {r["filename"] for r in rows} == {f"{rid}/log.csv" for rid in (SOFTMAX, KARAT)}, name
+        assert all(float(r[column]) >= 0 and int(r["epoch"]) >= 1 for r in rows), name
     run([tools.tool("dvc"), "params", "diff", "--all"], dvc_repo, tools)
 
 

@@ -1,6 +1,6 @@
 """A synthetic-but-realistic workspace for the report tests.
 
-Everything written here is TEST DATA, made up to exercise the report: metrics.json files whose
+Everything written here is TEST DATA, made up to exercise the report: eval.json files whose
 accuracies are fixed numbers plus known per-seed offsets (so means and standard deviations are known
 exactly), a compute.csv in the analysis agent's format and analysis summary.json files with the keys the
 claims read. None of it is a measurement.
@@ -76,7 +76,7 @@ def write_metrics(root: Path, spec, skip: bool = False) -> None:
         "provenance": {"git": {"commit": "0123456789abcdef", "dirty": False}, "device": "cpu (test data)",
                        "date": "2026-01-01T00:00:00+00:00", "note": TEST_LABEL},
     }
-    path = root / spec.out_dir / "metrics.json"
+    path = root / spec.out_dir / "eval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
 

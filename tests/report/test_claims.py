@@ -107,7 +107,7 @@ def test_claims_with_one_seed_are_inconclusive(workspace):
     root, profile = workspace
     for rid, spec in profile.runs.items():
         if spec.seed != 0:
-            (root / spec.out_dir / "metrics.json").unlink(missing_ok=True)
+            (root / spec.out_dir / "eval.json").unlink(missing_ok=True)
     got = _by_number(collect(profile, root))
     assert got[8].verdict == "inconclusive"
     assert all(p.numbers.get("spread") is None for p in got[8].tested)

@@ -93,6 +93,9 @@ def test_report_content(report):
         assert f"### Claim {n}: " in md
     claims = json.loads(out["paths"]["claims"].read_text())
     assert len(claims["claims"]) == 16 and "provenance" in claims and claims["profile"] == PROFILE
+    # the report's DVC metric: one flat number (every verdict and number is in claims.json, an output)
+    summary = json.loads(out["paths"]["summary"].read_text())
+    assert summary == {"agree": claims["summary"]["claims"]["supported"]}
 
 
 def test_html_is_self_contained(report):
@@ -139,7 +142,7 @@ def test_assumptions_and_stage_times(workspace, synthetic):
     from karat.report.render import stage_wall_times
     wt = stage_wall_times(out["results"]).set_index("stage")
     assert wt.loc["evaluate", "jobs"] == 2 and wt.loc["evaluate", "total_s"] == pytest.approx(20.0)
-    assert wt.loc["train (metrics.json)", "jobs"] == 41
+    assert wt.loc["train (eval.json)", "jobs"] == 41
     try:
         import karat.training.assumptions  # noqa: F401
     except ImportError:

@@ -40,7 +40,7 @@ def test_train_and_evaluate_stages(tmp_path, monkeypatch, capsys):
     fetch_dataset("cifar10_fixture", {"local": [str(FIXTURE)], "num_classes": 10}, "data/raw/cifar10_fixture",
                   log=quiet)
     prepare_dataset("data/raw/cifar10_fixture", "data/prepared/cifar10_fixture/tiny",
-                    {"train_per_class": 4, "test_per_class": 2, "seed": 0}, dataset="cifar10", log=quiet)
+                    {"train_per_class": 4, "test_per_class": 2, "seed": 0}, dataset="cifar10_fixture", log=quiet)
 
     args = ["--params", str(params), "--profile", "t", "--run", RUN]
     assert main(["train", *args, "--no-progress", "--log", "logs/train.log"]) == 0
@@ -58,7 +58,7 @@ def test_train_and_evaluate_stages(tmp_path, monkeypatch, capsys):
     assert [r["epoch"] for r in rows] == ["1", "2"]
 
     assert main(["evaluate", *args]) == 0
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "eval.json").read_text())
     assert m["run_id"] == RUN and m["attention"] == "G3B" and m["model"] == "vit_tiny_patch4_32"
     assert set(m["results"]) == {"raw_last", "ema_last", "raw_best", "ema_best"}
     assert m["reported"]["weights"] == "ema_best"
@@ -70,6 +70,13 @@ def test_train_and_evaluate_stages(tmp_path, monkeypatch, capsys):
     assert m["train"]["memory_kind"] == "cpu_max_rss"
     assert m["config"]["recipe"]["train"]["epochs"] == 2
     assert "git" in m["provenance"] and "libraries" in m["provenance"]
+    # metrics.json (the DVC metric): the reported weights' numbers and the training cost, flat and short
+    flat = json.loads((out / "metrics.json").read_text())
+    best = m["results"]["ema_best"]
+    assert flat == {"top1": round(best["top1"], 2), "top5": round(best["top5"], 2), "loss": round(best["loss"], 4),
+                    "img_s": round(m["train"]["train_images_per_s"], 1),
+                    "mem_gb": round(m["train"]["peak_memory_bytes"] / 1e9, 3)}
+    assert all(isinstance(v, (int, float)) for v in flat.values())
 
 
 def test_run_without_ema_reports_raw_weights(tmp_path, cifar_small):

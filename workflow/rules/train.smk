@@ -31,6 +31,7 @@ rule evaluate:
     input:
         lambda wc: stage("evaluate", run=wc.run).deps,
     output:
+        f"runs/{P}/{{run}}/eval.json",
         f"runs/{P}/{{run}}/metrics.json",
     params:
         cmd=lambda wc: stage("evaluate", run=wc.run).cmd,

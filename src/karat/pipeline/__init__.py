@@ -140,7 +140,8 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             cmd=_cmd("evaluate", ["--params", pp, "--profile", p, "--run", rid], log),
             deps=tuple([str(spec.prepared_dir)] + [f"{run_dir}/{w}" for w in RUN_WEIGHTS]
                        + [f"{run_dir}/train.json"] + code["evaluate"]),
-            outs=(), metrics=(f"{run_dir}/metrics.json",), params=tuple(_run_params(params, spec)), log=log,
+            outs=(f"{run_dir}/eval.json",), metrics=(f"{run_dir}/metrics.json",),
+            params=tuple(_run_params(params, spec)), log=log,
             resources={"gpu": use_gpu}))
 
     analysis_dirs = []
@@ -180,11 +181,12 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
     out.append(Stage(
         name="report", kind="report", wildcards={},
         cmd=_cmd("report", ["--params", pp, "--profile", p], log),
-        deps=tuple([f"{s.out_dir.as_posix()}/metrics.json" for s in prof.runs.values()]
+        deps=tuple([f"{s.out_dir.as_posix()}/eval.json" for s in prof.runs.values()]
                    + [f"{s.out_dir.as_posix()}/log.csv" for s in prof.runs.values()]
                    + analysis_dirs + code["report"]),
-        outs=(f"{rdir}/REPORT.md", f"{rdir}/report.html", f"{rdir}/tables", f"{rdir}/figures"),
-        metrics=(f"{rdir}/claims.json",),
+        outs=(f"{rdir}/REPORT.md", f"{rdir}/report.html", f"{rdir}/tables", f"{rdir}/figures",
+              f"{rdir}/claims.json"),
+        metrics=(f"{rdir}/summary.json",),
         params=(f"profiles.{p}",), log=log))
     return out
 

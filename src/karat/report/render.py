@@ -41,13 +41,13 @@ class Block:
 # provenance and assumptions
 
 def stage_wall_times(results: Results) -> pd.DataFrame:
-    """Wall time per stage: training from metrics.json, every stage from logs/<profile>/<stage>/*.log if present."""
+    """Wall time per stage: training from eval.json, every stage from logs/<profile>/<stage>/*.log if present."""
     rows = []
     train = [(r.run_id, r.metrics.get("train", {}).get("wall_time_s")) for r in results.evaluated()]
     train = [(rid, t) for rid, t in train if isinstance(t, (int, float))]
     if train:
-        rows.append({"stage": "train (metrics.json)", "jobs": len(train), "total_s": sum(t for _, t in train),
-                     "max_s": max(t for _, t in train), "source": "runs/*/metrics.json train.wall_time_s"})
+        rows.append({"stage": "train (eval.json)", "jobs": len(train), "total_s": sum(t for _, t in train),
+                     "max_s": max(t for _, t in train), "source": "runs/*/eval.json train.wall_time_s"})
     log_root = results.root / "logs" / results.profile.name
     per_stage: dict[str, list[float]] = {}
     if log_root.is_dir():
@@ -403,11 +403,19 @@ def to_html(blocks: list[Block], title: str) -> str:
     return "\n".join(out)
 
 
+def summary_metric(claims: list) -> dict:
+    """``summary.json``, the report's DVC metric: how many of the paper's claims this profile's data support
+    (verdict "supported"). One short key: `dvc metrics show` prints it in the same table as every run's
+    metrics.json, which must fit a 120-column terminal; every verdict and number is in claims.json."""
+    return {"agree": sum(c.verdict == "supported" for c in claims)}
+
+
 def write_report(results: Results, tables: list[BuiltTable], figures: list[FigureResult], claims: list,
                  wall_s: float | None = None) -> dict[str, Path]:
     out_dir = results.results_dir
     blocks = build_blocks(results, tables, figures, claims, wall_s)
     md, html_path, claims_path = out_dir / "REPORT.md", out_dir / "report.html", out_dir / "claims.json"
+    summary_path = out_dir / "summary.json"
     atomic_write_text(md, to_markdown(blocks))
     atomic_write_text(html_path, to_html(blocks, f"KArAt reproduction — {results.profile.name}"))
     atomic_write_json(claims_path, {
@@ -415,4 +423,5 @@ def write_report(results: Results, tables: list[BuiltTable], figures: list[Figur
         "claims": [c.to_dict() for c in claims], "summary": summary_numbers(tables, claims),
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance()})
-    return {"md": md, "html": html_path, "claims": claims_path}
+    atomic_write_json(summary_path, summary_metric(claims))
+    return {"md": md, "html": html_path, "claims": claims_path, "summary": summary_path}

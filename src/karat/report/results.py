@@ -2,7 +2,7 @@
 
 A run is (dataset, model, attention label, seed). The paper's cells are keyed by (paper dataset, model
 family, attention label, metric, experiment); :class:`Results` maps one onto the other and aggregates over
-seeds. Nothing here trains or evaluates: it reads ``runs/<profile>/<run>/metrics.json`` and
+seeds. Nothing here trains or evaluates: it reads ``runs/<profile>/<run>/eval.json`` and
 ``results/<profile>/analysis/compute/compute.csv``.
 """
 from __future__ import annotations
@@ -20,8 +20,10 @@ PAPER_DATASETS = ("cifar10", "cifar100", "imagenet", "svhn", "flowers102", "stl1
                   "fashion_mnist")
 MODEL_RE = re.compile(r"^vit_(tiny|small|base)_patch(\d+)_(\d+)$")
 PAPER_PATCH, PAPER_IMG, PAPER_DEPTH = 16, 224, 12
-# Metrics measured per run (metrics.json) vs per model x attention (compute.csv).
+# Metrics measured per run (eval.json) vs per model x attention (compute.csv).
 RUN_METRICS = ("top1", "top5", "params_total_m", "params_attn_m", "train_hours")
+# The run's whole evaluation record (karat.training.evaluation); its metrics.json is the short DVC metric.
+RUN_RECORD = "eval.json"
 COMPUTE_METRICS = ("gflops_total", "gflops_attn", "memory_gb", "throughput_img_s")
 # The paper's memory blow-up comes from materialising the (B, h, N, N, G) basis tensors: the "reference"
 # implementation does the same, so it is the like-for-like row of compute.csv for Table 13 / Fig. 7.
@@ -90,7 +92,7 @@ class Stat:
 class RunResult:
     run_id: str
     spec: Any
-    metrics: dict | None              # None: metrics.json missing (the run has not been evaluated)
+    metrics: dict | None              # eval.json; None: missing (the run has not been evaluated)
     family: str
     dataset: str                      # the paper's dataset
     experiment: str
@@ -109,9 +111,9 @@ class RunResult:
             if name == "train_hours":
                 return float(m["train"]["wall_time_s"]) / 3600.0
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"runs/.../{self.run_id}/metrics.json: cannot read {name!r} ({exc!r}); see "
+            raise ValueError(f"runs/.../{self.run_id}/{RUN_RECORD}: cannot read {name!r} ({exc!r}); see "
                              f"docs/ARCHITECTURE.md for the format") from None
-        raise ValueError(f"metric {name!r} is not read from metrics.json; allowed: {list(RUN_METRICS)}")
+        raise ValueError(f"metric {name!r} is not read from {RUN_RECORD}; allowed: {list(RUN_METRICS)}")
 
 
 @dataclass
@@ -216,11 +218,11 @@ def _prefer_paper_geometry(models: set) -> str:
 
 
 def collect(profile: Any, root: str | Path = ".") -> Results:
-    """Read every run's metrics.json and the compute profile of ``profile`` (missing files are 'not run')."""
+    """Read every run's eval.json and the compute profile of ``profile`` (missing files are 'not run')."""
     root = Path(root)
     results = Results(profile=profile, root=root)
     for run_id, spec in profile.runs.items():
-        path = root / Path(spec.out_dir) / "metrics.json"
+        path = root / Path(spec.out_dir) / RUN_RECORD
         metrics = None
         if path.is_file():
             try:

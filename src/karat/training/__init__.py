@@ -1,7 +1,7 @@
 """Training and evaluation engine (PAPER §3.1): the paper's recipe, resumable, reproducible, data-parallel.
 
     train(spec, *, device=None, progress=None) -> dict     writes runs/<profile>/<run>/ + resume state
-    evaluate(spec, *, device=None) -> dict                 writes runs/<profile>/<run>/metrics.json
+    evaluate(spec, *, device=None) -> dict                 writes runs/<profile>/<run>/eval.json + metrics.json
     load_weights(path, model)                              safetensors, strict, clear mismatch errors
     validate_train_recipe(recipe) -> dict                  the `train:` section of a params.yaml recipe
     ASSUMPTIONS / assumptions_for(recipe)                  every choice where the paper is silent

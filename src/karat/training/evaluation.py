@@ -1,8 +1,16 @@
 """Evaluation of a trained run: Top-1 / Top-5 of the raw and EMA weights at the best and the last epoch.
 
-Reads the weights ``train`` published in ``runs/<profile>/<run>/`` and its ``train.json``; writes
-``metrics.json`` (format: docs/ARCHITECTURE.md). Accuracies are in percent on the test split (CIFAR's test
-set, ImageNet's validation set). ``reported`` is the combination the recipe's ``report_weights`` names.
+Reads the weights ``train`` published in ``runs/<profile>/<run>/`` and its ``train.json``; writes two files
+(format: docs/ARCHITECTURE.md):
+
+* ``eval.json``: the whole record: every weights combination's results, the run's configuration, parameter
+  counts, training cost, provenance. The report reads it; the orchestrators declare it an output.
+* ``metrics.json``: the few numbers people compare between runs and commits, flat (``METRIC_KEYS``): the
+  reported weights' top-1, top-5 and loss, training images/s and peak memory. The orchestrators declare it
+  a metric, so ``dvc metrics show`` / ``dvc metrics diff`` print one short row per run.
+
+Accuracies are in percent on the test split (CIFAR's test set, ImageNet's validation set). ``reported`` is
+the combination the recipe's ``report_weights`` names.
 """
 from __future__ import annotations
 
@@ -21,10 +29,26 @@ from .recipe import validate_train_recipe
 
 WEIGHTS = {"raw_last": "model.safetensors", "ema_last": "ema.safetensors", "raw_best": "best.safetensors",
            "ema_best": "best_ema.safetensors"}
+# metrics.json, in this order. Short keys: `dvc metrics show` prints them as the columns of one table (with
+# the path of each file), which must fit a 120-column terminal.
+METRIC_KEYS = ("top1", "top5", "loss", "img_s", "mem_gb")
+
+
+def metrics_row(record: dict) -> dict:
+    """The flat ``metrics.json`` of an ``eval.json`` record: the reported weights' top-1 / top-5 (percent,
+    2 decimals) and test loss (4 decimals), training images per second (all ranks) and peak training memory
+    in GB (10^9 bytes; CUDA max allocated or CPU max RSS, ``train.memory_kind`` in eval.json). Rounded for
+    display: eval.json keeps every number at full precision."""
+    res = record["results"][record["reported"]["weights"]]
+    train = record["train"]
+    row = {"top1": round(res["top1"], 2), "top5": round(res["top5"], 2), "loss": round(res["loss"], 4),
+           "img_s": round(train["train_images_per_s"], 1), "mem_gb": round(train["peak_memory_bytes"] / 1e9, 3)}
+    return row
 
 
 def evaluate(spec, *, device=None) -> dict:
-    """Evaluate every weights file of the run, write ``metrics.json`` and return its content."""
+    """Evaluate every weights file of the run, write ``eval.json`` and ``metrics.json``; return the record
+    (eval.json's content)."""
     from karat.data import build_eval_loader, load_prepared
     from karat.models import count_parameters
 
@@ -62,7 +86,7 @@ def evaluate(spec, *, device=None) -> dict:
         results[key] = {"top1": res["top1"], "top5": res["top5"], "loss": res["loss"], "epoch": epochs[key],
                         "images": res["n"]}
     chosen = t["report_weights"]
-    metrics = {
+    record = {
         "run_id": spec.run_id, "profile": spec.profile, "model": spec.model,
         "attention": getattr(spec, "attention_label", spec.attention), "dataset": spec.dataset,
         "subset": spec.subset, "seed": spec.seed, "config": spec_dict(spec),
@@ -75,8 +99,9 @@ def evaluate(spec, *, device=None) -> dict:
         "evaluate": {"device": device_description(str(device)), "images_per_s": images / max(seconds, 1e-9)},
         "provenance": provenance(str(device)),
     }
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    atomic_write_json(out_dir / "eval.json", record)
+    atomic_write_json(out_dir / "metrics.json", metrics_row(record))
+    return record
 
 
-__all__ = ["evaluate", "WEIGHTS"]
+__all__ = ["evaluate", "metrics_row", "METRIC_KEYS", "WEIGHTS"]
