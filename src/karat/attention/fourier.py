@@ -184,9 +184,16 @@ class FourierAttentionFunction(torch.autograd.Function):
 
 
 def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
-                      base_w: Tensor | None = None, act: str = "zero") -> Tensor:
+                      base_w: Tensor | None = None, act: str = "zero", allow_triton: bool = True) -> Tensor:
     """Memory-efficient KArAt attention core; q, k, v [B, h, N, d]; a, b [h, r, N, G]; w [h, N, r];
-    optional base activation ``act`` with weight ``base_w`` [h, r, N]."""
+    optional base activation ``act`` with weight ``base_w`` [h, r, N].
+
+    On CUDA without a base activation this is the fused Triton kernel (``triton_fourier``; ``KARAT_TRITON=0``
+    or ``allow_triton=False`` keep the PyTorch path, which is also the fallback when triton is missing)."""
+    if allow_triton and act == "zero" and q.is_cuda:
+        from . import triton_fourier
+        if triton_fourier.enabled(q):
+            return triton_fourier.triton_fourier_attention(q, k, v, a, b, w, scale)
     return FourierAttentionFunction.apply(q, k, v, a, b, w, scale, base_w, act)
 
 

@@ -124,7 +124,8 @@ class KArAtAttention(nn.Module):
             a, b = op.fourier_coefficients()
             act = self.cfg.base_activation
             ko = fourier_attention(qk, kk, vk, a, b, op.w, self.scale,
-                                   None if act == "zero" else op.phi1.base_weight, act)
+                                   None if act == "zero" else op.phi1.base_weight, act,
+                                   allow_triton=not self.flop_count)   # counting needs the op with the formula
         else:
             ko = karat_attention(qk, kk, vk, op, self.scale)
         return ko if ks == 0 else torch.cat([self._softmax(q[:, :ks], k[:, :ks], v[:, :ks]), ko], dim=1)
