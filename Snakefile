@@ -25,7 +25,7 @@ STAGES = by_name(stages(PROFILE.name, PARAMS, gpus_available=N_GPUS))
 P = PROFILE.name
 # Torch jobs use every core by default (Snakemake passes `threads` on as OMP_NUM_THREADS): the same thread
 # count as under DVC, so both orchestrators compute bit-identical results on the CPU.
-THREADS = int(config.get("threads_per_job", workflow.cores))
+THREADS = int(config["threads_per_job"] if "threads_per_job" in config else workflow.cores)  # cores: unset under SLURM
 
 # On one machine at most N_GPUS GPU jobs run at once (each claims its own device); on a cluster the
 # scheduler owns the GPUs (workflow/profiles/slurm sets cluster=slurm).
@@ -40,7 +40,18 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
+# One orchestrator at a time per working copy: a Snakemake about to run jobs holds .karat_state/snakemake.lock
+# for its life and refuses while `dvc repro` runs here (karat.utils.orchestrator). The lock dies with the
+# process, so the default workflow profile turns Snakemake's own lock off (no --unlock after a crash).
+onstart:
+    from karat.utils.orchestrator import claim_for_snakemake
+
+    claim_for_snakemake(".")
+
+
+# Every stage's outputs are targets, not only the report's: a run (or any artifact) deleted by hand is made
+# again, although the report that used it still exists.
 rule all:
     default_target: True
     input:
-        STAGES["report"].all_outputs,
+        [out for s in STAGES.values() for out in s.all_outputs],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,13 @@ def _split_log(argv: list[str]) -> tuple[list[str], str | None]:
 
 def _run_stage(name: str, argv: list[str]) -> int:
     argv, log_path = _split_log(argv)
+    from karat.utils.orchestrator import OrchestratorBusy, claim_for_dvc_stage, under_dvc
+    if under_dvc():  # one orchestrator at a time per working copy (karat.utils.orchestrator)
+        try:
+            dvc_hold = claim_for_dvc_stage(os.environ["DVC_ROOT"])  # noqa: F841  (held until exit)
+        except OrchestratorBusy as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
     if name in GPU_STAGES:
         from karat.pipeline import detect_gpus
         from karat.utils.gpus import claim_gpu

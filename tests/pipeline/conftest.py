@@ -56,3 +56,30 @@ def tools():
 @pytest.fixture
 def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
+
+
+# ---- the `ci` profile run once per session through each orchestrator, in fresh copies (shared by the
+# end-to-end, recovery and cluster tests; the tests that change a copy restore it)
+PROFILE = "ci"
+
+
+def run(cmd, cwd, tools, timeout=1800, env=None):
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or tools.env(), timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}")
+    return res
+
+
+@pytest.fixture(scope="session")
+def snakemake_repo(tools, tmp_path_factory):
+    repo = tools.copy_repo(tmp_path_factory.mktemp("smk") / "repo")
+    run([tools.tool("snakemake"), "--cores", "2", "--config", f"profile={PROFILE}"], repo, tools)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def dvc_repo(tools, tmp_path_factory):
+    repo = tools.copy_repo(tmp_path_factory.mktemp("dvc") / "repo")
+    run(["python", "-m", "karat", "dvc-yaml", "--profile", PROFILE, "--write"], repo, tools)
+    run([tools.tool("dvc"), "repro"], repo, tools)
+    return repo

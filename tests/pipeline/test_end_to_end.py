@@ -18,36 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
+from .conftest import PROFILE, run
+
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
-PROFILE = "ci"
 SOFTMAX = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0"
 KARAT = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
 # Columns that measure the machine, not the model: they differ between two runs of the same code.
 TIMING_METRICS = r"(?:hours|throughput|img_s|time)"
 TIMING = re.compile(r"(time|images_per_s|img_s|throughput|wall|memory|date|_s$|hours)", re.I)
-
-
-def run(cmd, cwd, tools, timeout=1800):
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=tools.env(), timeout=timeout)
-    if res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}")
-    return res
-
-
-@pytest.fixture(scope="module")
-def snakemake_repo(tools, tmp_path_factory):
-    repo = tools.copy_repo(tmp_path_factory.mktemp("smk") / "repo")
-    run([tools.tool("snakemake"), "--cores", "2", "--config", f"profile={PROFILE}"], repo, tools)
-    return repo
-
-
-@pytest.fixture(scope="module")
-def dvc_repo(tools, tmp_path_factory):
-    repo = tools.copy_repo(tmp_path_factory.mktemp("dvc") / "repo")
-    run(["python", "-m", "karat", "dvc-yaml", "--profile", PROFILE, "--write"], repo, tools)
-    run([tools.tool("dvc"), "repro"], repo, tools)
-    return repo
 
 
 def _stage_outputs(repo: Path) -> list[Path]:

@@ -326,13 +326,65 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                             gpus=prof.get("gpus_per_run", 1),
                             out_dir=Path("runs") / name / run_id,
                             state_dir=Path(".karat_state") / name / run_id)
+    _check_runs_fit(name, prof, params, runs)
     analyses, options = {}, {}
     for aname, spec in prof.get("analyses", {}).items():
         opts = {k: copy.deepcopy(v) for k, v in spec.items() if k != "runs"}
+        _check_analysis_options(name, aname, opts)
         options[aname] = opts
         analyses[aname] = [] if aname == "compute" else _select_runs(name, aname, spec["runs"], runs)
     return Profile(name=name, description=prof.get("description", ""), params_path=params_path, runs=runs,
                    datasets=datasets, analyses=analyses, analysis_options=options, raw=copy.deepcopy(prof))
+
+
+def _train_images(params: dict, dataset: str, subset: dict) -> int | None:
+    """Training images of ``dataset`` under ``subset`` (None when unknown before the data is fetched)."""
+    spec = params["datasets"][dataset]
+    if subset.get("train_per_class") is not None:
+        return int(subset["train_per_class"]) * int(spec["num_classes"])
+    if "expected_counts" in spec:
+        return (spec["expected_counts"] or {}).get("train")
+    from karat.data.sources import DATASETS  # torch-free
+    info = DATASETS.get(dataset)
+    return (info.counts or {}).get("train") if info is not None else None
+
+
+def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
+    """What would otherwise fail only when a job runs, after earlier jobs spent their time: a batch larger
+    than the training set, model overrides that do not fit the model, hybrid heads that leave no KArAt head."""
+    from karat.attention.config import check_heads, parse_attention  # no torch import
+    from .models import model_config
+
+    overrides = prof.get("model_overrides", {})
+    for run in runs.values():
+        where = f"profiles.{name}.groups[{run.group}] (run {run.run_id})"
+        arch = {**model_config(run.model), **overrides}
+        if arch["embed_dim"] % arch["num_heads"]:
+            raise ParamsError(f"profiles.{name}.model_overrides: embed_dim = {arch['embed_dim']} is not divisible by "
+                              f"num_heads = {arch['num_heads']} (model {run.model}); allowed: a multiple of the head "
+                              f"count")
+        try:
+            check_heads(parse_attention(run.attention), arch["num_heads"])
+        except ValueError as exc:
+            raise ParamsError(f"{where}: attentions.{run.attention_label}: {exc}") from None
+        batch = run.recipe["train"]["batch_size"]
+        n_train = _train_images(params, run.dataset, params["subsets"][run.subset])
+        if n_train is not None and batch > n_train:
+            raise ParamsError(
+                f"{where}: batch_size = {batch} is larger than the {n_train} training images of {run.dataset} in "
+                f"subset {run.subset!r}: no full batch, no training step. Allowed: batch_size <= {n_train} "
+                f"(set it in recipe {run.recipe_name!r} or profiles.{name}.overrides.train).")
+
+
+def _check_analysis_options(profile: str, analysis: str, options: dict) -> None:
+    """Each analysis checks its own options (unknown keys, wrong values) now, not when its job runs."""
+    import importlib
+    try:
+        module = importlib.import_module(f"karat.analysis.{analysis}")  # torch loads inside run() only
+        module.check_options(dict(options))
+    except ValueError as exc:
+        raise ParamsError(f"profiles.{profile}.{exc}" if str(exc).startswith("analyses.")
+                          else f"profiles.{profile}.analyses.{analysis}: {exc}") from None
 
 
 def _select_runs(profile: str, analysis: str, selector: Any, runs: dict) -> list[str]:

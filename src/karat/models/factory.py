@@ -28,25 +28,7 @@ from ..attention.config import AttentionConfig, check_heads, parse_attention
 from ..attention.layer import KArAtAttention
 from ..attention.operator import KArAtOperator
 
-ARCHS = {
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
-}
-RESOLUTIONS = {
-    "patch16_224": dict(patch_size=16, img_size=224),
-    "patch4_32": dict(patch_size=4, img_size=32),
-}
-MODEL_NAMES = tuple(f"{a}_{r}" for r in RESOLUTIONS for a in ARCHS)
-
-
-def model_config(name: str) -> dict[str, Any]:
-    """The VisionTransformer keywords of a registered name."""
-    for arch, a in ARCHS.items():
-        for res, r in RESOLUTIONS.items():
-            if name == f"{arch}_{res}":
-                return {**a, **r}
-    raise ValueError(f"model name={name!r} is not allowed; allowed: {', '.join(MODEL_NAMES)}")
+from ..config.models import ARCHS, MODEL_NAMES, RESOLUTIONS, model_config  # noqa: F401  (re-exported)
 
 
 def build_operators(cfg: AttentionConfig, num_heads: int, tokens_per_block: list[int]
