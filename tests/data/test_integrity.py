@@ -224,3 +224,13 @@ def test_unsafe_archive_member_is_a_clean_error_from_the_stage(tmp_path, monkeyp
     assert code == 2
     assert "error: refusing archive member 'cifar10/../../escape.png' in evil.tar.gz" in err
     assert "Traceback" not in err
+
+
+def test_an_undecodable_encoded_image_names_its_place():
+    """Encoded storage (ImageNet, Flowers-102) decodes at training time: the error names blob and item."""
+    from karat.data.prepare import BadImageError, EncodedImages
+
+    blob = np.frombuffer(b"\x89PNG not really", dtype=np.uint8)
+    images = EncodedImages(blob, np.array([[0, len(blob)]]), where="data/prepared/x/full/train_images.npy")
+    with pytest.raises(BadImageError, match=r"item 0 of data/prepared/x/full/train_images\.npy is not a decodable"):
+        images[0]
