@@ -122,6 +122,12 @@ def write_summaries(root: Path, profile) -> None:
                 summary.update(N=65, n_spectra=15,
                                before={"scree": 8 + spec.seed, "numerical_rank": 16},
                                after={"scree": (4 if kan else 16) + spec.seed, "numerical_rank": 12 if kan else 65})
+                # the mean after-activation spectrum: KArAt (r = 4 or 12) falls to float32 noise after r values
+                r = 4 if "-r4" in spec.attention_label else 12
+                d = root / "results" / PROFILE / "analysis" / name / rid
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "spectra.csv").write_text("index,after_mean\n" + "".join(
+                    f"{i},{(2.0 ** -i if not kan or i <= r else 1e-9 * 2.0 ** -i)!r}\n" for i in range(1, 66)))
             d = root / "results" / PROFILE / "analysis" / name / rid
             d.mkdir(parents=True, exist_ok=True)
             (d / "summary.json").write_text(json.dumps(summary))

@@ -149,6 +149,11 @@ def test_assumptions_and_stage_times(workspace, synthetic):
         assert "assumptions list is missing" in md
     else:
         assert "Recipe `demo`" in md and "train.report_weights" in md
+        # the recipe-independent choices, once, with the measured reason for the init
+        assert md.count("MODEL_ASSUMPTIONS") == 1 and "Shannon wavelet" in md and "| W init" in md
+        assert "174x softmax's under N(0, 1)" in md
+    # what a claim deliberately does not test is stated beside it
+    assert "Note: 'B and U have identical FLOPs' is not tested" in md
 
 
 def _demo_epochs() -> int:

@@ -92,6 +92,36 @@ def load_assumptions(results: Results) -> tuple[list, str]:
     return out, ""
 
 
+def load_model_assumptions() -> list:
+    """The recipe-independent assumptions (model, operators, analyses), from one place."""
+    try:
+        from karat.training.assumptions import model_assumptions
+    except ImportError:
+        return []
+    return model_assumptions()
+
+
+def init_comparison(results: Results) -> list[dict]:
+    """One row per (model, dataset, label) that has both ``label`` and ``label-paperinit`` runs."""
+    from .tables import format_ours
+
+    rows = []
+    for family, dataset in sorted({(r.family, r.dataset) for r in results.evaluated()}):
+        labels = {r.spec.attention_label for r in results.evaluated() if r.family == family and r.dataset == dataset}
+        for lab in sorted(labels):
+            if not lab.endswith("-paperinit") or lab[: -len("-paperinit")] not in labels:
+                continue
+            base = lab[: -len("-paperinit")]
+            a, b = claims_mod.acc(results, family, base, dataset), claims_mod.acc(results, family, lab, dataset)
+            part = claims_mod.compare(a, b, "~", "init")
+            rows.append({"model": FAMILY_NAMES.get(family, family), "dataset": dataset, "variant": base,
+                         "scaled init (ours)": format_ours(a, "top1"), "N(0, 1) init (paper)": format_ours(b, "top1"),
+                         "Δ scaled − paper": f"{part.numbers.get('difference', float('nan')):+.2f}",
+                         "same within the seed spread": {"supported": "yes", "contradicted": "no"}.get(
+                             part.verdict, "spread unknown")})
+    return rows
+
+
 def _short(value: Any) -> str:
     if value is None:
         return "(not set)"
@@ -229,6 +259,19 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
     assumptions, why = load_assumptions(results)
     if why:
         B.append(Block("p", why + "."))
+    model_items = load_model_assumptions()
+    if model_items:
+        B.append(Block("p", "Model, operator and analysis choices (every recipe; "
+                            "`karat.training.assumptions.MODEL_ASSUMPTIONS`):"))
+        B.append(Block("table", pd.DataFrame([{
+            "setting": i["key"], "our value": _short(i.get("value")), "what the paper says": i.get("paper", ""),
+            "why": i.get("why", "")} for i in model_items])))
+    init_rows = init_comparison(results)
+    if init_rows:
+        B.append(Block("p", "What the coefficient-init assumption does: the paper's N(0, 1) (`*-paperinit`) beside "
+                            "our scaled init, same runs otherwise (top-1 %, mean ± std over seeds; Δ judged by the "
+                            "claims' seed rule):"))
+        B.append(Block("table", pd.DataFrame(init_rows)))
     for recipe_name, items in assumptions:
         B.append(Block("p", f"Recipe `{recipe_name}` (`karat.training.assumptions.assumptions_for`):"))
         if items and all(isinstance(i, dict) and "key" in i for i in items):
@@ -286,7 +329,9 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
         for p in c.parts:
             if p.verdict == "not run" and c.verdict == "not run":
                 continue
-            items.append(f"{p.text}: **{p.verdict}**" + _numbers_text(p))
+            items.append(("(detail, not combined) " if p.detail else "") + f"{p.text}: **{p.verdict}**"
+                         + _numbers_text(p))
+        items += [f"Note: {n}" for n in c.notes]
         if items:
             B.append(Block("ul", items))
 
@@ -314,6 +359,11 @@ def _numbers_text(part) -> str:
                         + f" (n={n.get(f'{k}_n')})")
         bits.append(f"Δ {n['difference']:+.4g}")
         bits.append(f"spread {n['spread']:.3g}" if n.get("spread") is not None else "spread unknown")
+        if n.get("margin"):
+            bits.append(f"stated margin {n['margin']:g}")
+        pooled = sorted({n[k] for k in n if k.endswith("_spread_from") and "pooled" in str(n[k])})
+        if pooled:
+            bits.append("one-seed spread " + "; ".join(pooled))
     elif "value" in n:
         bits.append(f"value {n['value']:.4g} ({n.get('rule', '')})")
     if part.direction_agrees is not None and part.verdict == "inconclusive":
