@@ -152,3 +152,16 @@ def test_claims_json_is_serialisable(workspace):
     data = [c.to_dict() for c in C.evaluate_claims(collect(profile, root))]
     json.dumps(data)
     assert {d["verdict"] for d in data} <= set(C.VERDICTS)
+
+
+@pytest.mark.parametrize("karat_bytes, verdict", [(7.5e9, "supported"), (30e9, "contradicted"), (4e9, "contradicted"),
+                                                  (12e9, "inconclusive")])
+def test_memory_ratio_must_be_the_papers(workspace, karat_bytes, verdict):
+    """2.3–3× is the claim: far above it contradicts it as much as far below (softmax row: 3e9 bytes)."""
+    root, profile = workspace
+    res = collect(profile, root)
+    for row in res.compute_rows:
+        if row["attention"] == "G3B" and row["impl"] == "reference":
+            row["memory_bytes"] = str(karat_bytes)
+    part = next(p for p in C.claim_12(res).parts if "G3B training memory" in p.text and "patch16" in p.text)
+    assert part.verdict == verdict and part.numbers["value"] == pytest.approx(karat_bytes / 3e9)

@@ -760,8 +760,9 @@ def claim_12(results: Results) -> Claim:
             if m and ms:
                 parts.append(threshold(m / ms, f"{row['model']}: {att} training memory 2.3–3× softmax "
                                        f"({row.get('memory_kind', '?')}, {row.get('impl', '?')})",
-                                       lambda v: v >= 2.0, lambda v: v < 1.5,
-                                       "supported if ratio ≥ 2, contradicted if < 1.5", {"model": row["model"]}))
+                                       lambda v: 2.0 <= v <= 3.5, lambda v: v < 1.5 or v > 5.0,
+                                       "supported if 2 ≤ ratio ≤ 3.5, contradicted if < 1.5 or > 5",
+                                       {"model": row["model"]}))
             t, ts = _num(row, "train_images_per_s"), _num(soft, "train_images_per_s")
             if t and ts:
                 parts.append(threshold(ts / t, f"{row['model']}: {att} training step slower than softmax "
