@@ -5,7 +5,7 @@ throughput per model × attention variant × KArAt implementation.
   used part (without parameters that cannot change the output).
 * GFLOPs: ``count_flops`` (fvcore convention, as the paper).
 * Memory at the profile's batch size (the paper: 32). On a GPU, ``torch.cuda.max_memory_allocated`` over
-  one training step (forward, backward, AdamW step) after warm-up: ``memory_kind = cuda_max_allocated``.
+  ``repeats`` training steps (forward, backward, AdamW step) after warm-up: ``memory_kind = cuda_max_allocated``.
   Beside the peak, ``memory_mean_bytes`` is what the paper reports (Table 13: "average over training
   batches"): over ``repeats`` further training steps, the mean of ``torch.cuda.memory_allocated`` sampled
   at the end of every forward, every backward and every optimizer step (empty on CPU).
