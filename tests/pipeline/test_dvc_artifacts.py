@@ -2,7 +2,7 @@
 `dvc plots show` is there and well-formed (checked as JSON: the HTML needs a browser with internet).
 
 Fast: a bare DVC repository with the generated dvc.yaml of a profile and the files the stages write, made
-by the same functions (karat.training.evaluation.metrics_row, karat.report.render.summary_metric), with
+by the same functions (karat.training.evaluation.metrics_row, karat.report.render.report_metrics), with
 wide values (5-digit images/s, 3-digit GB). tests/pipeline/test_end_to_end.py checks a real `ci` run.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from karat.config import load_profile
 from karat.pipeline.dvc import render
-from karat.report.render import summary_metric
+from karat.report.render import report_metrics
 from karat.training.evaluation import METRIC_KEYS, metrics_row
 from karat.training.loop import LOG_COLUMNS
 
@@ -70,7 +70,7 @@ def dvc_repo(request, tmp_path, tools, monkeypatch):
         (run_dir / "log.csv").write_text("\n".join(rows) + "\n")
     (repo / prof.results_dir).mkdir(parents=True)
     claims = [SimpleNamespace(verdict=v) for v in ["supported"] * 12 + ["contradicted"] * 4]
-    (repo / prof.results_dir / "summary.json").write_text(json.dumps(summary_metric(claims)))
+    (repo / prof.results_dir / "metrics.json").write_text(json.dumps(report_metrics(claims)))
     return repo, prof
 
 

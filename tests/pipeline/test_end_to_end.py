@@ -58,7 +58,7 @@ def test_dvc_produces_every_artifact_and_metrics(dvc_repo, tools):
     (files,) = [rev["data"] for rev in shown.values()]  # the workspace only
     for rid in (SOFTMAX, KARAT):  # a few flat numbers per run (the rest is in eval.json, an output)
         assert set(files[f"runs/{PROFILE}/{rid}/metrics.json"]["data"]) == {"top1", "top5", "loss", "img_s", "mem_gb"}
-    assert set(files[f"results/{PROFILE}/summary.json"]["data"]) == {"agree"}
+    assert set(files[f"results/{PROFILE}/metrics.json"]["data"]) == {"agree"}
     # what a user sees fits a terminal (issue 16: the whole record made ~150 columns)
     for cmd in (["metrics", "show"], ["metrics", "diff", "--all"]):
         out = run([tools.tool("dvc"), *cmd], dvc_repo, tools).stdout

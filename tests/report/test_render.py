@@ -94,8 +94,8 @@ def test_report_content(report):
     claims = json.loads(out["paths"]["claims"].read_text())
     assert len(claims["claims"]) == 16 and "provenance" in claims and claims["profile"] == PROFILE
     # the report's DVC metric: one flat number (every verdict and number is in claims.json, an output)
-    summary = json.loads(out["paths"]["summary"].read_text())
-    assert summary == {"agree": claims["summary"]["claims"]["supported"]}
+    metrics = json.loads(out["paths"]["metrics"].read_text())
+    assert metrics == {"agree": claims["summary"]["claims"]["supported"]}
 
 
 def test_html_is_self_contained(report):

@@ -10,7 +10,7 @@ rule report:
         directory(f"results/{P}/tables"),
         directory(f"results/{P}/figures"),
         f"results/{P}/claims.json",
-        f"results/{P}/summary.json",
+        f"results/{P}/metrics.json",
     params:
         cmd=STAGES["report"].cmd,
         profile=json.dumps(PROFILE.raw, sort_keys=True),

@@ -186,7 +186,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
                    + analysis_dirs + code["report"]),
         outs=(f"{rdir}/REPORT.md", f"{rdir}/report.html", f"{rdir}/tables", f"{rdir}/figures",
               f"{rdir}/claims.json"),
-        metrics=(f"{rdir}/summary.json",),
+        metrics=(f"{rdir}/metrics.json",),
         params=(f"profiles.{p}",), log=log))
     return out
 

@@ -453,10 +453,11 @@ def to_html(blocks: list[Block], title: str) -> str:
     return "\n".join(out)
 
 
-def summary_metric(claims: list) -> dict:
-    """``summary.json``, the report's DVC metric: how many of the paper's claims this profile's data support
-    (verdict "supported"). One short key: `dvc metrics show` prints it in the same table as every run's
-    metrics.json, which must fit a 120-column terminal; every verdict and number is in claims.json."""
+def report_metrics(claims: list) -> dict:
+    """``results/<profile>/metrics.json``, the report's DVC metric: how many of the paper's claims this
+    profile's data support (verdict "supported"). One short key: `dvc metrics show` prints it in the same
+    table as every run's metrics.json, which must fit a 120-column terminal; every verdict and number is in
+    claims.json."""
     return {"agree": sum(c.verdict == "supported" for c in claims)}
 
 
@@ -465,7 +466,7 @@ def write_report(results: Results, tables: list[BuiltTable], figures: list[Figur
     out_dir = results.results_dir
     blocks = build_blocks(results, tables, figures, claims, wall_s)
     md, html_path, claims_path = out_dir / "REPORT.md", out_dir / "report.html", out_dir / "claims.json"
-    summary_path = out_dir / "summary.json"
+    metrics_path = out_dir / "metrics.json"
     atomic_write_text(md, to_markdown(blocks))
     atomic_write_text(html_path, to_html(blocks, f"KArAt reproduction — {results.profile.name}"))
     atomic_write_json(claims_path, {
@@ -473,5 +474,5 @@ def write_report(results: Results, tables: list[BuiltTable], figures: list[Figur
         "claims": [c.to_dict() for c in claims], "summary": summary_numbers(tables, claims),
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance()})
-    atomic_write_json(summary_path, summary_metric(claims))
-    return {"md": md, "html": html_path, "claims": claims_path, "summary": summary_path}
+    atomic_write_json(metrics_path, report_metrics(claims))
+    return {"md": md, "html": html_path, "claims": claims_path, "metrics": metrics_path}
