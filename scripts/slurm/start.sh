@@ -12,7 +12,9 @@
 # mariadb-server; apt-get, no services are started by the install), writes its own configuration under
 # KARAT_SLURM_DIR and starts, each with a pid file there: munged (its own key and socket), MariaDB (its own
 # data directory, on 127.0.0.1 only), slurmdbd, slurmctld and slurmd. Nothing is written to /etc/slurm,
-# /etc/munge or /var/lib/mysql, and no system service is touched.
+# /etc/munge or /var/lib/mysql, and no system service is touched; the one file outside it is a symbolic link
+# /etc/slurm/slurm.conf -> KARAT_SLURM_DIR/etc/slurm.conf (srun inside a job reads the default path), made
+# only where no slurm.conf is there and removed by stop.sh.
 #
 # The node is a test node: it advertises KARAT_SLURM_CPUS CPUs, KARAT_SLURM_MEM_MB of memory and
 # KARAT_SLURM_GPUS GPUs (SlurmdParameters=config_overrides), so the slurm profile's requests as shipped
@@ -27,9 +29,9 @@
 #                          (default 6817)
 #   KARAT_SLURM_ACCOUNT    the account created for root (and $SUDO_USER) (default karat)
 #   KARAT_SLURM_PARTITION  the (default) partition (default debug)
-#   KARAT_SLURM_CPUS       CPUs the node advertises (default: the larger of this machine's and 16)
-#   KARAT_SLURM_MEM_MB     memory the node advertises (default: the larger of this machine's and 65536)
-#   KARAT_SLURM_GPUS       GPUs the node advertises (default: the NVIDIA devices present, else 2 stand-ins)
+#   KARAT_SLURM_CPUS       CPUs the node advertises (default: the larger of this machine's and 32)
+#   KARAT_SLURM_MEM_MB     memory the node advertises (default: the larger of this machine's and 262144)
+#   KARAT_SLURM_GPUS       GPUs the node advertises (default: the NVIDIA devices present, else 4 stand-ins)
 #   KARAT_SLURM_KILL_WAIT  seconds between SIGTERM and SIGKILL when a job hits its time limit (default 10)
 set -euo pipefail
 
@@ -90,10 +92,10 @@ chmod 700 "$DIR/state" "$DIR/spool"
 # ---- sizes of the node
 real_cpus=$(nproc)
 real_mem=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
-CPUS="${KARAT_SLURM_CPUS:-$(( real_cpus > 16 ? real_cpus : 16 ))}"
-MEM="${KARAT_SLURM_MEM_MB:-$(( real_mem > 65536 ? real_mem : 65536 ))}"
+CPUS="${KARAT_SLURM_CPUS:-$(( real_cpus > 32 ? real_cpus : 32 ))}"
+MEM="${KARAT_SLURM_MEM_MB:-$(( real_mem > 262144 ? real_mem : 262144 ))}"
 gpu_files=(); for f in /dev/nvidia[0-9]*; do [ -e "$f" ] && gpu_files+=("$f"); done
-GPUS="${KARAT_SLURM_GPUS:-$(( ${#gpu_files[@]} > 0 ? ${#gpu_files[@]} : 2 ))}"
+GPUS="${KARAT_SLURM_GPUS:-$(( ${#gpu_files[@]} > 0 ? ${#gpu_files[@]} : 4 ))}"
 for name in CPUS MEM GPUS; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "KARAT_SLURM_$name must be a whole number, got '${!name}'"
 done
@@ -181,6 +183,18 @@ EOF
 chmod 600 "$DIR/etc/slurmdbd.conf"
 chmod 644 "$DIR/etc/slurm.conf" "$DIR/etc/gres.conf"
 printf 'export SLURM_CONF=%q\n' "$SLURM_CONF" > "$DIR/env"
+# srun inside a job must find this configuration without SLURM_CONF (the Snakemake plugin's job step drops
+# every inherited SLURM_* variable but a few): link the default path to it, if that path is free.
+LINK=/etc/slurm/slurm.conf
+if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$SLURM_CONF" ]; then
+    :
+elif [ -e "$LINK" ] || [ -L "$LINK" ]; then
+    die "$LINK exists and is not this cluster's configuration ($SLURM_CONF): srun inside jobs would read it. \
+Stop the cluster it belongs to (scripts/slurm/stop.sh with its KARAT_SLURM_DIR) or move it away."
+else
+    mkdir -p "$(dirname "$LINK")"
+    ln -s "$SLURM_CONF" "$LINK"
+fi
 
 # ---- munged (own key, socket, pid file)
 chown munge:munge "$DIR/munge"; chmod 755 "$DIR/munge"

@@ -2,7 +2,7 @@
 # Stop the single-node SLURM cluster that scripts/slurm/start.sh brought up: cancel its jobs, then stop
 # exactly the daemons it started, by the pid files under KARAT_SLURM_DIR (never by name): slurmd,
 # slurmctld, slurmdbd, mariadbd, munged. A pid whose process is not the expected program (a stale pid file
-# whose number was reused) is left alone. Idempotent.
+# whose number was reused) is left alone. Removes the link /etc/slurm/slurm.conf if it points here. Idempotent.
 #
 #   sudo bash scripts/slurm/stop.sh           # keep KARAT_SLURM_DIR (database, logs): the next start is quick
 #   sudo bash scripts/slurm/stop.sh --purge   # and delete KARAT_SLURM_DIR
@@ -62,6 +62,10 @@ stop "$DIR/run/slurmctld.pid" slurmctld
 stop "$DIR/run/slurmdbd.pid" slurmdbd
 stop "$DIR/mysql/mysqld.pid" mariadbd
 stop "$DIR/munge/munged.pid" munged
+LINK=/etc/slurm/slurm.conf
+if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$SLURM_CONF" ]; then
+    rm -f "$LINK"
+fi
 if [ "$purge" = 1 ]; then
     rm -rf "$DIR"
     echo "[slurm] removed $DIR"
