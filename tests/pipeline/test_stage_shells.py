@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,16 @@ def test_one_shell_per_stage_in_one_folder():
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         for rule in [line.split()[1].rstrip(":") for line in smk.read_text().splitlines() if line.startswith("rule ")]:
             assert rule.split("_")[0] in STAGES, f"{smk.name}: rule {rule} has no shell in src/karat/stages/"
+
+
+def test_the_shells_import_no_torch():
+    """`python -m karat --help`, argument errors and the orchestrators' DAG stay fast: torch loads only
+    inside a stage's main, for the stages that need it."""
+    code = ("import sys, karat.cli\n"
+            + "".join(f"import karat.stages.{name}\n" for name in STAGES)
+            + "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _defines_main(path: Path) -> bool:
