@@ -18,14 +18,15 @@ forward  (``KArAtAttentionFunction``), in row chunks: s = q k^T * scale (float32
          attn = stage2(h), out = attn v. Kept for backward: q, k, v (the storage the qkv projection's output
          already occupies, and what fused softmax keeps too), h [B, heads, N, r] and the parameters. No
          [B, h, N, N] tensor, no unit values.
-backward, per row chunk: stage 2 is recomputed from the saved h under autograd (attn, then dL/dv, dL/dattn),
-         back-propagated to dL/dh; s is recomputed (one matmul) and stage 1 back-propagated with its saved
+backward, per row chunk: stage 2 and attn v are recomputed from the saved h under autograd and
+         back-propagated to dL/dh, dL/dv and stage 2's parameters; s is recomputed (one matmul) and stage 1 back-propagated with its saved
          output (``KANSum`` with ``y_known``: the units are evaluated once more, inside their backward kernel,
          never a second time for the value).
 
 The units are ``kernels.KANSum`` (fused kernels, nothing [.., out, in] kept); B-spline units (no fused
 kernel) use the reference evaluation inside the row chunk. The learnable units always compute in float32
-(float64 inputs stay float64); ``attn v`` runs in v's dtype, as on the reference path.
+(float64 inputs stay float64), and so does ``attn v``. For W Phi(A) without the output projection,
+attn v = h (W^T v): no N x N attention matrix is formed at all (only the scores, row chunk by row chunk).
 """
 from __future__ import annotations
 
@@ -91,6 +92,20 @@ def stage2(op, P: dict[str, Tensor], h: Tensor) -> Tensor:
     return attn
 
 
+def linear_tail(op) -> bool:
+    """W Phi(A) without the output projection: attn v = P_hid(h) (W^T v), no attention matrix at all."""
+    return op.cfg.operator == "w_phi" and op.cfg.l1_projection != "output"
+
+
+def tail(op, P: dict[str, Tensor], h: Tensor, v: Tensor) -> Tensor:
+    """Rows of the output, attn v, from their hidden vectors h [B, heads, rows, r] and all of v [B, heads, N, d]."""
+    if linear_tail(op):
+        if op.cfg.l1_projection == "hidden":
+            h = project_simplex(h)
+        return torch.matmul(h, torch.matmul(P["w"].transpose(-1, -2), v))     # W^T v: [B, heads, r, d]
+    return torch.matmul(stage2(op, P, h), v)
+
+
 def row_chunk(op, batch: int, heads: int, n: int, device: torch.device) -> int:
     """Rows per chunk: the largest temporary stays under CHUNK_ELEMENTS_* elements."""
     if compile_enabled(device) and all(l.basis.name in FUSED_BASES for l in op.kan_layers()):
@@ -117,16 +132,16 @@ class KArAtAttentionFunction(torch.autograd.Function):
         keep = any(ctx.needs_input_grad)
         with _no_autocast(q), torch.no_grad():
             P = {n: p.to(cd) for n, p in zip(names, params)}
-            qc, kt = q.to(cd), k.to(cd).transpose(-1, -2)
+            qc, kt, vc = q.to(cd), k.to(cd).transpose(-1, -2), v.to(cd)
             out, hs = [], []
             for r0 in range(0, N, c):
                 s = torch.matmul(qc[:, :, r0:r0 + c], kt) * scale
                 h = stage1(op, P, s)
-                attn = stage2(op, P, h)
-                out.append(torch.matmul(attn.to(v.dtype), v))
+                del s
+                out.append(tail(op, P, h, vc))
                 if keep:
                     hs.append(h)
-            out = torch.cat(out, 2) if len(out) > 1 else out[0]
+            out = (torch.cat(out, 2) if len(out) > 1 else out[0]).to(v.dtype)
         if keep:
             ctx.save_for_backward(q, k, v, torch.cat(hs, 2) if len(hs) > 1 else hs[0], *params)
             ctx.scale, ctx.op, ctx.names, ctx.chunk = scale, op, names, c
@@ -142,16 +157,15 @@ class KArAtAttentionFunction(torch.autograd.Function):
             P = {n: p.detach().to(cd).requires_grad_(p.requires_grad) for n, p in zip(names, params)}
             qc, kc, vc = q.detach().to(cd), k.detach().to(cd), v.detach().to(cd)
             gc = g.detach().to(cd)
-            gq, gk, gv = torch.empty_like(qc), torch.zeros_like(kc), torch.zeros_like(vc)
+            vl = vc.requires_grad_()
+            gq, gk = torch.empty_like(qc), torch.zeros_like(kc)
             for r0 in range(0, N, c):
                 rows = slice(r0, r0 + c)
                 hl = hsave[:, :, rows].detach().requires_grad_()
                 with torch.enable_grad():
-                    attn = stage2(op, P, hl)
-                gv += torch.matmul(attn.detach().transpose(-1, -2), gc[:, :, rows])
-                gattn = torch.matmul(gc[:, :, rows], vc.transpose(-1, -2))
-                torch.autograd.backward(attn, gattn)
-                del attn, gattn
+                    o = tail(op, P, hl, vl)
+                torch.autograd.backward(o, gc[:, :, rows])          # -> dL/dh, dL/dv, dL/dW (or stage 2's)
+                del o
                 s = (torch.matmul(qc[:, :, rows], kc.transpose(-1, -2)) * scale).requires_grad_()
                 with torch.enable_grad():
                     h = stage1(op, P, s, known=hsave[:, :, rows])
@@ -160,6 +174,7 @@ class KArAtAttentionFunction(torch.autograd.Function):
                 gq[:, :, rows] = torch.matmul(gs, kc)
                 gk += torch.matmul(gs.transpose(-1, -2), qc[:, :, rows])
                 del s, h, gs
+            gv = vl.grad
         pgrads = tuple(None if P[n].grad is None else P[n].grad.to(p.dtype) for n, p in zip(names, params))
         return (gq.to(q.dtype), gk.to(k.dtype), gv.to(v.dtype), None, None, None) + pgrads
 

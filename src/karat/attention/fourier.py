@@ -5,19 +5,23 @@ The reference path (``bases.FourierBasis.sum_over_inputs``) materialises the [B,
 features and autograd keeps them, their products and the attention matrix: that is the 2.3–2.8x memory of
 PAPER Table 13. Here
 
-* forward: s = q k^T / sqrt(d_h); z = Phi(s) one frequency at a time using the angle-addition recurrence
-  cos((m+1)s) = cos(ms) cos(s) - sin(ms) sin(s) (two trig calls in all instead of 2G); attn = z W^T;
-  out = attn V. Only q, k, v (the same storage the qkv projection's output already occupies, and what fused
-  softmax keeps too), the small z [B, h, N, r] and the parameters are saved.
-* backward: s and attn are recomputed (two matmuls) and the frequency loop runs again, accumulating
-  dL/da_m = sum gz^T cos(m s), dL/db_m = sum gz^T sin(m s), dL/ds = sum_m m (-sin(m s) (gz a_m) + cos(m s) (gz b_m)).
+* forward, in batch chunks small enough to stay in cache (``CHUNK_ELEMENTS``): s = q k^T / sqrt(d_h); the
+  features [cos(m s) | sin(m s)], m = 1..G, in one fused pass (``_features``, compiled by inductor where
+  available) and one matmul per frequency with the coefficients: z = Phi(s) [B, h, N, r]; then
+  attn V = (z W^T) V = z (W^T V), so the attention matrix is never formed. Only q, k, v (the same storage
+  the qkv projection's output already occupies, and what fused softmax keeps too), the small z and the
+  parameters are saved.
+* backward: dL/dz = g (W^T V)^T, dL/dV = W (z^T g), dL/dW = V (z^T g)^T (no N x N); per batch chunk s and
+  the features are recomputed and dL/da_m = gz^T cos(m s), dL/db_m = gz^T sin(m s),
+  dL/ds = sum_m m (cos(m s) (gz b_m) - sin(m s) (gz a_m)) (``_score_grad``, fused).
+* on CUDA, ``fourier_attention`` runs the Triton kernels of ``triton_fourier`` instead (tiles only).
 
-The activation itself (Phi and W) is the custom op ``karat::fourier_kan_w`` so that
-``torch.utils.flop_counter.FlopCounterMode`` sees it as one op and counts it the paper's way
-(``activation_flops``), torch.compile treats it as opaque, and a meta/fake implementation exists.
+While ``count_flops`` runs, the activation (Phi and W) goes through the custom op ``karat::fourier_kan_w``
+so that ``torch.utils.flop_counter.FlopCounterMode`` sees it as one op and counts it the paper's way
+(``activation_flops``); a meta/fake implementation exists.
 Mixed precision: under bf16/fp16 autocast q, k, v stay in low precision (as saved); the scores, the
 trigonometric part and the contraction run in float32 (cos(m s) of a bf16 score is meaningless for m > 1),
-exactly as the reference path does (operator.py), and attn V runs in v's dtype.
+exactly as the reference path does (operator.py); the output is returned in v's dtype.
 """
 from __future__ import annotations
 
@@ -26,10 +30,7 @@ import contextlib
 import torch
 from torch import Tensor
 
-
-def _rotate(cm: Tensor, sm: Tensor, c1: Tensor, s1: Tensor) -> tuple[Tensor, Tensor]:
-    """(cos((m+1)s), sin((m+1)s)) from (cos(ms), sin(ms)) and (cos s, sin s): angle addition, 4 fused ops."""
-    return torch.addcmul(cm * c1, sm, s1, value=-1.0), torch.addcmul(sm * c1, cm, s1)
+from .bases import _COUNTING
 
 
 BASE_ACTIVATIONS = ("zero", "identity", "silu", "gelu")
@@ -53,40 +54,61 @@ def _base_grad(x: Tensor, act: str) -> Tensor:
     return 0.5 * (1 + torch.erf(x * 0.7071067811865476)) + x * torch.exp(-0.5 * x * x) * 0.3989422804014327
 
 
+def _features(s: Tensor, G: int) -> Tensor:
+    """[G, *s.shape[:-1], 2 N]: for m = 1..G, [cos(m s) | sin(m s)] side by side (one matmul per frequency
+    contracts both with the coefficients). Compiled (inductor) where available: one fused pass, ~0.3 ns per
+    value on the 2-core CPU, versus several allocating passes eagerly."""
+    m = torch.arange(1, G + 1, dtype=s.dtype, device=s.device).view((G,) + (1,) * s.dim())
+    x = s.unsqueeze(0) * m
+    return torch.cat([torch.cos(x), torch.sin(x)], -1)
+
+
+def _score_grad(f: Tensor, gab: Tensor, n_in: int) -> Tensor:
+    """dL/ds = sum_m m (cos(m s) dL/d(b-term) - sin(m s) dL/d(a-term)), from the features f and
+    gab = [gz a_m | gz b_m] (both [G, ..., 2 N])."""
+    G = f.shape[0]
+    m = torch.arange(1, G + 1, dtype=f.dtype, device=f.device).view((G,) + (1,) * (f.dim() - 1))
+    return (m * (f[..., :n_in] * gab[..., n_in:] - f[..., n_in:] * gab[..., :n_in])).sum(0)
+
+
+def _coef_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """[G, h, 2 in, out]: row q holds a[., ., q, m], row in + q holds b[., ., q, m]."""
+    return torch.cat([a, b], 2).permute(3, 0, 2, 1).contiguous()
+
+
 def _fourier_z(s: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None, act: str = "zero") -> Tensor:
     """z[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m s[b,h,k,q]) + b[h,p,q,m] sin(m s[b,h,k,q])
-    (+ sum_q base_w[h,p,q] act(s[b,h,k,q]) when a base activation is on)."""
-    c1, s1 = torch.cos(s), torch.sin(s)
-    cm, sm = c1, s1
-    z = None if act == "zero" else torch.matmul(_base(s, act), base_w.transpose(-1, -2))
-    for m in range(a.shape[-1]):
-        if m:
-            cm, sm = _rotate(cm, sm, c1, s1)
-        t = torch.matmul(cm, a[..., m].transpose(-1, -2)) + torch.matmul(sm, b[..., m].transpose(-1, -2))
-        z = t if z is None else z + t
+    (+ sum_q base_w[h,p,q] act(s[b,h,k,q]) when a base activation is on). Callers bound s (row or batch
+    chunks): the features are 2G times its size."""
+    from .kernels import _run
+    G = a.shape[-1]
+    f = _run("fourier_features", _features, s, G)                          # [G, ..., 2 in]
+    ab = _coef_matrix(a, b)                                                 # [G, h, 2 in, out]
+    z = torch.matmul(f, ab.view((G,) + (1,) * (s.dim() - 3) + ab.shape[1:])).sum(0)
+    if act != "zero":
+        z += torch.matmul(_base(s, act), base_w.transpose(-1, -2))
     return z
 
 
 def _fourier_z_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None,
                         act: str = "zero") -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    c1, s1 = torch.cos(s), torch.sin(s)
-    cm, sm = c1, s1
-    ga, gb = [], []
-    gzt = gz.transpose(-1, -2)
-    if act == "zero":
-        gs, gbase = torch.zeros_like(s), None
-    else:
-        gbase = torch.matmul(gzt, _base(s, act)).sum(0)                       # [h, r, N]
-        gs = _base_grad(s, act).mul_(torch.matmul(gz, base_w))
-    for m in range(a.shape[-1]):
-        if m:
-            cm, sm = _rotate(cm, sm, c1, s1)
-        ga.append(torch.matmul(gzt, cm).sum(0))       # [h, r, N]
-        gb.append(torch.matmul(gzt, sm).sum(0))
-        ga_s = torch.matmul(gz, a[..., m])             # [B, h, K, N]
-        gb_s = torch.matmul(gz, b[..., m])
-        gs.addcmul_(cm, gb_s, value=m + 1).addcmul_(sm, ga_s, value=-(m + 1))
-    return gs, torch.stack(ga, -1), torch.stack(gb, -1), gbase
+    from .kernels import _run
+    G, n_in = a.shape[-1], s.shape[-1]
+    f = _run("fourier_features", _features, s, G)                          # [G, ..., 2 in]
+    ab = _coef_matrix(a, b)
+    lead = (1,) * (s.dim() - 3)
+    gab = torch.matmul(gz.unsqueeze(0), ab.transpose(-1, -2).reshape((G,) + lead + (ab.shape[1], ab.shape[3],
+                                                                                  ab.shape[2])))
+    gs = _run("fourier_score_grad", _score_grad, f, gab, n_in)
+    del gab
+    gf = torch.matmul(gz.transpose(-1, -2).unsqueeze(0), f)                 # [G, ..., r, 2 in]
+    gf = gf.sum(tuple(range(1, gf.dim() - 3))) if gf.dim() > 4 else gf      # sum over the batch: [G, h, r, 2 in]
+    ga, gb = gf[..., :n_in].permute(1, 2, 3, 0).contiguous(), gf[..., n_in:].permute(1, 2, 3, 0).contiguous()
+    gbase = None
+    if act != "zero":
+        gbase = torch.matmul(gz.transpose(-1, -2), _base(s, act)).sum(0)    # [h, r, N]
+        gs = gs + _base_grad(s, act) * torch.matmul(gz, base_w)
+    return gs, ga, gb, gbase
 
 
 @torch.library.custom_op("karat::fourier_kan_w", mutates_args=())
@@ -137,8 +159,28 @@ def _lowp(t: Tensor) -> bool:
     return t.dtype in (torch.float16, torch.bfloat16)
 
 
+#: elements of one batch chunk's N x N temporaries ([images, h, N, N]): small enough to stay in cache and to
+#: be served by the allocator's free lists (large fresh buffers cost more in page faults than in arithmetic)
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _batch_chunks(q: Tensor) -> list[slice]:
+    B, H, N = q.shape[0], q.shape[1], q.shape[2]
+    n = max(1, CHUNK_ELEMENTS // max(H * N * N, 1))
+    return [slice(i, i + n) for i in range(0, B, n)]
+
+
+def _cat(ts: list[Tensor]) -> Tensor:
+    return ts[0] if len(ts) == 1 else torch.cat(ts, 0)
+
+
 class FourierAttentionFunction(torch.autograd.Function):
-    """out = (W Phi(q k^T * scale)) v per head, saving only q, k, v, z and the parameters."""
+    """out = (W Phi(q k^T * scale)) v per head, saving only q, k, v, z and the parameters.
+
+    attn v = (z W^T) v = z (W^T v): the attention matrix is never formed, forward or backward ([h, r, d] per
+    image instead of two N x N x (r + d) matmuls); only the scores s and their cos/sin features are N x N, one
+    frequency at a time. While ``count_flops`` runs (``bases.paper_flop_convention``), the forward goes
+    through the op ``karat::fourier_kan_w`` instead, which forms attn = z W^T and carries the paper's formula."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
@@ -149,10 +191,21 @@ class FourierAttentionFunction(torch.autograd.Function):
                              f"'identity' / 'silu' / 'gelu' with base_w")
         cd = torch.float32 if _lowp(q) else q.dtype
         with _no_autocast(q):
-            s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale
-            z, attn = torch.ops.karat.fourier_kan_w(s, a.to(cd), b.to(cd), w.to(cd),
-                                                    None if base_w is None else base_w.to(cd), act)
-            out = torch.matmul(attn.to(v.dtype), v)
+            bw = None if base_w is None else base_w.to(cd)
+            if _COUNTING[0]:
+                s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale
+                z, attn = torch.ops.karat.fourier_kan_w(s, a.to(cd), b.to(cd), w.to(cd), bw, act)
+                out = torch.matmul(attn.to(v.dtype), v)
+            else:
+                ac, bc, wc = a.to(cd), b.to(cd), w.to(cd)
+                zs, outs = [], []
+                for i in _batch_chunks(q):
+                    s = torch.matmul(q[i].to(cd), k[i].to(cd).transpose(-1, -2)).mul_(scale)
+                    zi = _fourier_z(s, ac, bc, bw, act)
+                    del s
+                    zs.append(zi)
+                    outs.append(torch.matmul(zi, torch.matmul(wc.transpose(-1, -2), v[i].to(cd))).to(v.dtype))
+                z, out = _cat(zs), _cat(outs)
         if base_w is None:
             base_w = a.new_empty(0)
         ctx.save_for_backward(q, k, v, a, b, w, z, base_w)
@@ -165,22 +218,28 @@ class FourierAttentionFunction(torch.autograd.Function):
         scale, act = ctx.scale, ctx.act
         cd = z.dtype
         with _no_autocast(q):
-            wc = w.to(cd)
-            attn = torch.matmul(z, wc.transpose(-1, -2)).to(v.dtype)
-            gv = torch.matmul(attn.transpose(-1, -2), g.to(v.dtype))
-            del attn
-            gattn = torch.matmul(g.to(v.dtype), v.transpose(-1, -2)).to(cd)     # [B, h, N, N]
-            gz = torch.matmul(gattn, wc)                                          # [B, h, N, r]
-            gw = torch.matmul(gattn.transpose(-1, -2), z).sum(0)                  # [h, N, r]
-            del gattn
-            s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale
-            gs, ga, gb, gbase = torch.ops.karat.fourier_kan_backward(s, gz, a.to(cd), b.to(cd), base_w.to(cd), act)
-            del s
-            gs = (gs * scale).to(q.dtype)
-            gq = torch.matmul(gs, k)
-            gk = torch.matmul(gs.transpose(-1, -2), q)
+            wc, vc, gc = w.to(cd), v.to(cd), g.to(cd)
+            wv = torch.matmul(wc.transpose(-1, -2), vc)                             # [B, h, r, d]
+            gz = torch.matmul(gc, wv.transpose(-1, -2))                             # [B, h, N, r]
+            gwv = torch.matmul(z.transpose(-1, -2), gc)                             # [B, h, r, d]
+            gv = torch.matmul(wc, gwv)                                              # [B, h, N, d]
+            gw = torch.matmul(vc, gwv.transpose(-1, -2)).sum(0)                     # [h, N, r]
+            del wv, gwv
+            ac, bc, bwc = a.to(cd), b.to(cd), base_w.to(cd)
+            gq, gk, ga, gb, gbase = [], [], 0, 0, 0
+            for i in _batch_chunks(q):
+                qc, kc = q[i].to(cd), k[i].to(cd)
+                s = torch.matmul(qc, kc.transpose(-1, -2)).mul_(scale)
+                gs, gai, gbi, gbasei = torch.ops.karat.fourier_kan_backward(s, gz[i], ac, bc, bwc, act)
+                del s
+                ga, gb, gbase = ga + gai, gb + gbi, gbase + gbasei
+                gs.mul_(scale)
+                gq.append(torch.matmul(gs, kc).to(q.dtype))
+                gk.append(torch.matmul(gs.transpose(-1, -2), qc).to(k.dtype))
+                del gs
+            gq, gk = _cat(gq), _cat(gk)
         gbase = None if act == "zero" else gbase.to(base_w.dtype)
-        return gq, gk, gv, ga.to(a.dtype), gb.to(b.dtype), gw.to(w.dtype), None, gbase, None
+        return gq, gk, gv.to(v.dtype), ga.to(a.dtype), gb.to(b.dtype), gw.to(w.dtype), None, gbase, None
 
 
 def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
