@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import karat
+from karat.errors import CorruptArtifactError
 from karat.training import checkpoint as ckpt
 from karat.training import load_weights, save_weights
 from karat.training.loop import NonFiniteLossError
@@ -110,7 +111,7 @@ def test_resume_state_loads_weights_only(tmp_path, capsys):
 
     evil = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "payload": _Evil()}, evil)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(CorruptArtifactError, match="evil.pt: cannot load the resume state with weights_only=True"):
         ckpt.load_state(evil)
     assert "pickled code ran" not in capsys.readouterr().out
 
