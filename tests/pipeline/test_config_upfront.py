@@ -38,6 +38,7 @@ def test_batch_larger_than_the_training_subset(params):
     assert "profiles.ci" in msg
     p = copy.deepcopy(params)
     p["profiles"]["ci"]["overrides"]["train"]["batch_size"] = 200   # exactly one batch: fine
+    p["profiles"]["ci"]["groups"] = p["profiles"]["ci"]["groups"][:1]   # (the 5-class fine-tune set has 100)
     expand_profile(p, "ci")
 
 

@@ -91,7 +91,12 @@ class KArAtAttention(nn.Module):
         if op is not None:
             op.check_tokens(N)
 
-        if self.explicit or self.record:
+        supplied = self.__dict__.get("supplied_attention")
+        if supplied is not None:
+            # attention transfer, copy mode (karat.training.attention_transfer): the teacher's (B, h, N, N)
+            # matrix replaces this block's own; q and k are unused
+            o = self.attn_drop(supplied.to(v.dtype)) @ v
+        elif self.explicit or self.record or self.__dict__.get("keep_attention"):
             o = self._explicit_forward(q, k, v, op)
         elif op is None:
             o = self._softmax(q, k, v)
@@ -151,6 +156,8 @@ class KArAtAttention(nn.Module):
             attn = act if ks == 0 else torch.cat([scores[:, :ks].softmax(dim=-1).to(act.dtype), act], dim=1)
         if self.record:
             self.last_record = (scores.detach(), attn.detach())
+        if self.__dict__.get("keep_attention"):  # attention transfer, distill mode: the map with its graph
+            self.kept_attention = attn
         return self.attn_drop(attn.to(v.dtype)) @ v
 
     def extra_repr(self) -> str:

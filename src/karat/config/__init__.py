@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..errors import KaratError
+from . import transfer  # noqa: E402  (torch-free)
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 DEFAULT_PARAMS = "params.yaml"
@@ -55,10 +56,18 @@ class RunSpec:
     gpus: int = 1
     out_dir: Path = Path()
     state_dir: Path = Path()
+    # Runs that start from other runs (karat.config.transfer): the resolved source, None when from scratch.
+    finetune_from: dict | None = None
+    attention_from: dict | None = None
 
     @property
     def is_kan(self) -> bool:
         return self.attention != "softmax"
+
+    @property
+    def derived_from(self) -> list[str]:
+        """The runs whose weights this run reads (upstream of a fine-tune, teacher of an attention transfer)."""
+        return [src["run"] for src in (self.finetune_from, self.attention_from) if src]
 
     def to_dict(self) -> dict:
         return {
@@ -68,6 +77,9 @@ class RunSpec:
             "num_classes": self.num_classes, "seed": self.seed, "recipe_name": self.recipe_name,
             "recipe": copy.deepcopy(self.recipe), "model_kwargs": copy.deepcopy(self.model_kwargs),
             "gpus": self.gpus, "out_dir": str(self.out_dir), "state_dir": str(self.state_dir),
+            # only when set: the configuration of every from-scratch run stays what it was
+            **{k: copy.deepcopy(v) for k, v in (("finetune_from", self.finetune_from),
+                                                ("attention_from", self.attention_from)) if v},
         }
 
 
@@ -296,7 +308,12 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
     subset = prof["subset"]
     runs: dict[str, RunSpec] = {}
     datasets: dict[str, DatasetNeed] = {}
-    for group in prof["groups"]:
+    pending: dict[str, tuple] = {}   # derived run id -> (kind, where, source, upstream id)
+    for gi, group in enumerate(prof["groups"]):
+        kinds = [k for k in ("finetune_from", "attention_from") if k in group]
+        if len(kinds) > 1:
+            raise ParamsError(f"profiles.{name}.groups[{gi}]: a group has at most one of finetune_from and "
+                              f"attention_from")
         for dataset in group["datasets"]:
             need = DatasetNeed(dataset, subset, copy.deepcopy(params["datasets"][dataset]),
                                copy.deepcopy(params["subsets"][subset]))
@@ -307,11 +324,20 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                 for label in group["attentions"]:
                     for seed in group["seeds"]:
                         run_id = f"{dataset}-{model}-{label}-s{seed}"
+                        source = None
+                        if kinds:
+                            kind = kinds[0].split("_")[0]
+                            where = f"profiles.{name}.groups[{gi}].{kinds[0]}"
+                            up = transfer.upstream_id(where, kind, group[kinds[0]], dataset, model, label, seed,
+                                                      params["datasets"], params["attentions"])
+                            run_id = transfer.derived_id(run_id, dataset, model, kind, group[kinds[0]], up)
+                            source = (kind, where, group[kinds[0]], up)
                         if not RUN_ID_PATTERN.match(run_id):
                             raise ParamsError(f"run id {run_id!r} has characters outside [A-Za-z0-9_.-]")
                         if run_id in runs:
                             # Tables share runs (Table 1's G3B is also Table 15's): one run, trained once.
-                            if runs[run_id].recipe != recipe:
+                            if runs[run_id].recipe != recipe or pending.get(run_id, (None,) * 4)[2:] != \
+                                    (source or (None,) * 4)[2:]:
                                 raise ParamsError(
                                     f"profiles.{name}.groups[{group['name']}]: run {run_id!r} is already "
                                     f"defined by group {runs[run_id].group!r} with another recipe")
@@ -326,6 +352,9 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                             gpus=prof.get("gpus_per_run", 1),
                             out_dir=Path("runs") / name / run_id,
                             state_dir=Path(".karat_state") / name / run_id)
+                        if source:
+                            pending[run_id] = source
+    _resolve_derived(name, prof, params, runs, pending)
     _check_runs_fit(name, prof, params, runs)
     analyses, options = {}, {}
     for aname, spec in prof.get("analyses", {}).items():
@@ -335,6 +364,41 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
         analyses[aname] = [] if aname == "compute" else _select_runs(name, aname, spec["runs"], runs)
     return Profile(name=name, description=prof.get("description", ""), params_path=params_path, runs=runs,
                    datasets=datasets, analyses=analyses, analysis_options=options, raw=copy.deepcopy(prof))
+
+
+def _resolve_derived(name: str, prof: dict, params: dict, runs: dict, pending: dict) -> None:
+    """Fill in ``finetune_from`` / ``attention_from`` of the derived runs, upstream runs first."""
+    import dataclasses
+
+    from .models import model_config
+
+    def geometry(model: str) -> tuple[int, int, int]:
+        arch = {**model_config(model), **prof.get("model_overrides", {})}
+        return arch["num_heads"], arch["depth"], (arch["img_size"] // arch["patch_size"]) ** 2 + 1
+
+    left = dict(pending)
+    while left:
+        progressed = False
+        for run_id, (kind, where, src, up) in list(left.items()):
+            if up not in runs:
+                raise ParamsError(f"{where}: run {run_id} starts from {up!r}, which is not a run of profile {name!r}; "
+                                  f"add a group that trains it, or name another. Runs: {sorted(r for r in runs if r not in pending)}")
+            if up == run_id:
+                raise ParamsError(f"{where}: run {run_id} cannot start from itself")
+            if up in left:
+                continue
+            spec, upstream = runs[run_id], runs[up]
+            if kind == "finetune":
+                resolved = dataclasses.replace(spec, finetune_from=transfer.resolve_finetune(where, src, spec, upstream))
+            else:
+                heads = {m: geometry(m) for m in (spec.model, upstream.model)}
+                resolved = dataclasses.replace(
+                    spec, attention_from=transfer.resolve_attention(where, src, spec, upstream, heads))
+            runs[run_id] = resolved
+            del left[run_id]
+            progressed = True
+        if not progressed:
+            raise ParamsError(f"profiles.{name}: runs start from each other in a cycle: {sorted(left)}")
 
 
 def _train_images(params: dict, dataset: str, subset: dict) -> int | None:
@@ -387,17 +451,30 @@ def _check_analysis_options(profile: str, analysis: str, options: dict) -> None:
                           else f"profiles.{profile}.analyses.{analysis}: {exc}") from None
 
 
+# Analyses that run a run's model on images: a copy-mode attention-transfer student has no attention of its
+# own (its maps come from its teacher), so they cannot analyse it alone.
+_MODEL_ANALYSES = ("landscape", "attention_maps", "spectra", "functions")
+
+
 def _select_runs(profile: str, analysis: str, selector: Any, runs: dict) -> list[str]:
+    """``all`` / ``kan`` / an attention label select the runs trained from scratch (the paper analyses those;
+    fine-tuned and attention-transfer runs are analysed when named by id)."""
+    scratch = {rid: spec for rid, spec in runs.items() if not spec.derived_from}
     if selector == "all":
-        return list(runs)
+        return list(scratch)
     if selector == "kan":
-        return [rid for rid, spec in runs.items() if spec.is_kan]
+        return [rid for rid, spec in scratch.items() if spec.is_kan]
     chosen: list[str] = []
     for item in selector:
         if item in runs:
             matches = [item]
-        else:  # an attention label selects every run with that attention
-            matches = [rid for rid, spec in runs.items() if spec.attention_label == item]
+            src = runs[item].attention_from
+            if src and src["mode"] == "copy" and analysis in _MODEL_ANALYSES:
+                raise ParamsError(f"profiles.{profile}.analyses.{analysis}.runs: {item!r} is a copy-mode "
+                                  f"attention-transfer student, whose attention comes from its teacher at run time; "
+                                  f"allowed here: runs that compute their own attention")
+        else:  # an attention label selects every from-scratch run with that attention
+            matches = [rid for rid, spec in scratch.items() if spec.attention_label == item]
         if not matches:
             raise ParamsError(f"profiles.{profile}.analyses.{analysis}.runs: {item!r} is neither a run id nor "
                               f"an attention label of this profile; run ids: {sorted(runs)}")

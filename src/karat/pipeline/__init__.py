@@ -93,7 +93,21 @@ def _run_params(params: dict, spec: RunSpec) -> list[str]:
     keys.append(f"attentions.{spec.attention_label}")
     keys.append(f"datasets.{spec.dataset}.num_classes")
     keys += _optional_keys(params, spec.profile, ["model_overrides", "overrides", "gpus_per_run"])
-    return keys
+    if spec.derived_from:
+        # the group's finetune_from / attention_from options; the teacher's attention (it builds the teacher)
+        keys.append(f"profiles.{spec.profile}.groups")
+        if spec.attention_from:
+            keys.append(f"attentions.{spec.attention_from['teacher']['attention_label']}")
+    return list(dict.fromkeys(keys))
+
+
+def _source_weights(spec: RunSpec, evaluate: bool = False) -> list[str]:
+    """The weights files of other runs that this run reads: the upstream run's (fine-tuning, train only) and
+    the teacher's (attention transfer, train and evaluate)."""
+    files = [] if evaluate or not spec.finetune_from else [spec.finetune_from["file"]]
+    if spec.attention_from:
+        files.append(spec.attention_from["file"])
+    return files
 
 
 def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_available: int = 0) -> list[Stage]:
@@ -130,7 +144,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
         out.append(Stage(
             name=f"train-{rid}", kind="train", wildcards={"run": rid},
             cmd=_cmd("train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus),
-            deps=tuple([str(spec.prepared_dir)] + code["train"]),
+            deps=tuple([str(spec.prepared_dir)] + _source_weights(spec) + code["train"]),
             outs=tuple(f"{run_dir}/{w}" for w in RUN_WEIGHTS) + (f"{run_dir}/train.json", f"{run_dir}/snapshots"),
             plots=(f"{run_dir}/log.csv",),
             params=tuple(_run_params(params, spec)), log=log, resources=res))
@@ -139,7 +153,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             name=f"evaluate-{rid}", kind="evaluate", wildcards={"run": rid},
             cmd=_cmd("evaluate", ["--params", pp, "--profile", p, "--run", rid], log),
             deps=tuple([str(spec.prepared_dir)] + [f"{run_dir}/{w}" for w in RUN_WEIGHTS]
-                       + [f"{run_dir}/train.json"] + code["evaluate"]),
+                       + [f"{run_dir}/train.json"] + _source_weights(spec, evaluate=True) + code["evaluate"]),
             outs=(f"{run_dir}/eval.json",), metrics=(f"{run_dir}/metrics.json",),
             params=tuple(_run_params(params, spec)), log=log,
             resources={"gpu": use_gpu}))

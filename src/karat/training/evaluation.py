@@ -71,6 +71,9 @@ def evaluate(spec, *, device=None) -> dict:
     epochs = {"raw_last": info["epochs"], "ema_last": info["epochs"], "raw_best": info["best_epoch"],
               "ema_best": info.get("best_ema_epoch")}
     model = create_run_model(spec).to(device)
+    # a copy-mode attention-transfer student runs with its frozen teacher (karat.training.attention_transfer)
+    from .attention_transfer import eval_model
+    run_model = eval_model(spec, model, device)
     results, seconds, images = {}, 0.0, 0
     for key, name in WEIGHTS.items():
         path = out_dir / name
@@ -80,7 +83,7 @@ def evaluate(spec, *, device=None) -> dict:
             raise FileNotFoundError(f"{path} does not exist: the training of {spec.run_id} did not finish")
         load_weights(path, model)
         start = time.time()
-        res = evaluate_model(model, loader, amp_ctx)
+        res = evaluate_model(run_model, loader, amp_ctx)
         seconds += time.time() - start
         images += res["n"]
         results[key] = {"top1": res["top1"], "top5": res["top5"], "loss": res["loss"], "epoch": epochs[key],

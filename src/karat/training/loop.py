@@ -196,6 +196,10 @@ def run_fingerprint(spec, manifest: dict) -> str:
            "data": spec.recipe.get("data", {}),
            "data_files": {s: {f: m.get("sha256") for f, m in v.get("files", {}).items()}
                           for s, v in manifest.get("splits", {}).items()}}
+    if getattr(spec, "finetune_from", None) or getattr(spec, "attention_from", None):
+        # the upstream / teacher weights' checksums and the transfer options (karat.training.transfer)
+        from .transfer import source_digests
+        key["sources"] = source_digests(spec)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -377,6 +381,13 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     # ---- model, optimizer, schedule, EMA (identical initial weights on every rank: same seed)
     seed_everything(spec.seed)
     model = create_run_model(spec, t).to(device)
+    # Runs that start from other runs (karat.training.transfer / attention_transfer): the upstream weights are
+    # loaded before the optimizer and the EMA exist, so the EMA starts from them; a teacher is built frozen.
+    if getattr(spec, "finetune_from", None):
+        from .transfer import load_upstream
+        load_upstream(spec, model, log=show.log)
+    from .attention_transfer import setup as setup_attention_transfer
+    xfer = setup_attention_transfer(spec, model, device)
     optimizer = torch.optim.AdamW(param_groups(model, t["weight_decay"], t["karat_weight_decay"]), lr=t["lr"],
                                   betas=tuple(t["betas"]), eps=t["eps"])
     scheduler = build_scheduler(optimizer, t, steps)
@@ -440,6 +451,9 @@ def _train(spec, ctx: _Dist, progress) -> dict:
             model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
     if t["compile"]:
         fwd = torch.compile(fwd)
+    if xfer is not None:  # the teacher runs the same batch first (no gradient), then the student
+        fwd = xfer.with_forward(fwd)
+    copy_mode = xfer is not None and xfer.mode == "copy"   # a copy-mode student is evaluated with its teacher
     params = [p for p in model.parameters() if p.requires_grad]
     no_bad = torch.iinfo(torch.int64).max
 
@@ -460,6 +474,8 @@ def _train(spec, ctx: _Dist, progress) -> dict:
                 scheduler.step_update(epoch * steps + k)
             with amp_ctx():
                 loss = criterion(fwd(x), y)
+                if xfer is not None and xfer.mode == "distill":
+                    loss = loss + xfer.extra_loss()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             ok = torch.isfinite(loss.detach())
@@ -486,8 +502,9 @@ def _train(spec, ctx: _Dist, progress) -> dict:
         train_loss, n_images = stats[0].item() / stats[1].item(), int(stats[1].item())
         lr = optimizer.param_groups[0]["lr"]
 
-        raw = evaluate_model(model, eval_loader, amp_ctx, rank, world)
-        ema_res = evaluate_model(ema.module, eval_loader, amp_ctx, rank, world) if ema is not None else None
+        raw = evaluate_model(xfer if copy_mode else model, eval_loader, amp_ctx, rank, world)
+        ema_res = None if ema is None else evaluate_model(
+            type(xfer)(spec, ema.module, xfer.teacher) if copy_mode else ema.module, eval_loader, amp_ctx, rank, world)
 
         if ctx.main:
             stale = []
