@@ -10,7 +10,13 @@ softmax eager, softmax fused (scaled_dot_product_attention), KArAt G3B reference
   configurations measured round-robin (one step each in turn) so that outside load affects all alike; on
   CPU with 1 thread by default (on a machine shared with other jobs, multi-threaded ops stall whenever one
   of their threads is descheduled, which penalises code made of many small ops unpredictably);
+* inference: median time of a forward pass in eval mode without autograd, round-robin too, as images/s and
+  as a ratio to softmax (the efficient paths keep nothing there and the Fourier kernel never forms attn);
 * on CUDA also the peak ``torch.cuda.max_memory_allocated`` of a step, and bf16 autocast (``--amp``).
+
+Every KArAt variant of the paper is measured on its efficient path (``impl: auto``), plus G3B and (on
+request, ``--configs 'dog-B reference'``) DoG on the reference path. The unit kernels are compiled by
+inductor in the first (warm-up) step of each configuration, which is not timed.
 
     python benchmarks/attention_memory.py                     # CPU, prints a markdown table
     python benchmarks/attention_memory.py --device cuda --amp bf16
@@ -118,6 +124,28 @@ def measure(models, x, y, amp, warmup, repeats, device):
     return [s.total for s in saved], [statistics.median(t) for t in times], peaks
 
 
+@torch.no_grad()
+def measure_inference(models, x, amp, repeats, device):
+    """Median forward time in eval mode without autograd (no tensor kept), round-robin like ``measure``."""
+    for m in models:
+        m.eval()
+    times = [[] for _ in models]
+    for i in range(1 + repeats):
+        for j, m in enumerate(models):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with amp():
+                m(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times[j].append(time.perf_counter() - t0)
+    for m in models:
+        m.train()
+    return [statistics.median(t) for t in times]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -127,6 +155,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads; 1 (default) keeps timings stable on a shared CPU, 0 leaves torch's")
     ap.add_argument("--settings", default="224,32", help="comma list of 224 / 32")
+    ap.add_argument("--inference-repeats", type=int, default=3,
+                    help="timed forward passes (eval, no autograd) per configuration after one warm-up; 0 = skip")
     ap.add_argument("--configs", default=",".join(DEFAULT),
                     help="comma list of configuration names (softmax eager / fused are always added); "
                          "'all' = every one, including 'dog-B reference'")
@@ -149,6 +179,7 @@ def main(argv=None):
         cols += " peak alloc (MiB) | × fused |"
     print(cols)
     print("|" + "---|" * (cols.count("|") - 1))
+    inf = []
     for name, img, batch in SETTINGS:
         if img not in wanted:
             continue
@@ -157,6 +188,7 @@ def main(argv=None):
         y = torch.randint(0, 10, (batch,), generator=g).to(device)
         models = [build(name, att, opts.get("fused"), device).train() for _, att, opts in configs]
         sbs, ts, peaks = measure(models, x, y, amp, a.warmup, a.repeats, device)
+        infer = measure_inference(models, x, amp, a.inference_repeats, device) if a.inference_repeats else None
         rows = [(c[0], sb, t, p) for c, sb, t, p in zip(configs, sbs, ts, peaks)]
         del models
         base = {r[0]: r for r in rows}
@@ -168,6 +200,16 @@ def main(argv=None):
             if device.type == "cuda":
                 line += f" {peak / 2**20:.0f} | {peak / f[3]:.2f} |"
             print(line, flush=True)
+        if infer:
+            inf.append((name, n, batch, [c[0] for c in configs], infer))
+    if inf:
+        print("\n| model | N | batch | attention | inference (images/s) | × softmax fused | × softmax eager |")
+        print("|---|---|---|---|---|---|---|")
+        for name, n, batch, labels, infer in inf:
+            t = dict(zip(labels, infer))
+            for label in labels:
+                print(f"| {name} | {n} | {batch} | {label} | {batch / t[label]:.1f} | "
+                      f"{t['softmax fused (SDPA)'] / t[label]:.2f} | {t['softmax eager'] / t[label]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -194,8 +194,7 @@ def _run(name: str, fn, *args):
         return fn(*args)
     f = _COMPILED.get(key)
     if f is None:
-        import torch._dynamo
-        cfg = torch._dynamo.config
+        from torch._dynamo import config as cfg
         for attr in ("recompile_limit", "cache_size_limit"):
             if hasattr(cfg, attr) and getattr(cfg, attr) < RECOMPILE_LIMIT:
                 setattr(cfg, attr, RECOMPILE_LIMIT)
