@@ -1,5 +1,6 @@
-"""KArAt maths: bases, the operator, the l1 simplex projection, the memory-efficient Fourier kernel and the
-attention layer used by the ViTs of ``karat.models``.
+"""KArAt maths: bases, the operator, the l1 simplex projection, the memory-efficient paths (the Fourier
+W Phi(A) kernel, its Triton version for CUDA, and the generic row-chunked path with fused unit kernels for
+every other variant) and the attention layer used by the ViTs of ``karat.models``.
 
 Names are imported lazily so that `karat.attention.config` (label parsing and validation, used by
 karat.config when it checks params.yaml) does not import torch."""
@@ -10,6 +11,8 @@ _WHERE = {
     "Basis": "bases", "make_basis": "bases",
     "FourierAttentionFunction": "fourier", "fourier_attention": "fourier",
     "fourier_attention_reference": "fourier",
+    "KArAtAttentionFunction": "efficient", "karat_attention": "efficient",
+    "karat_attention_reference": "efficient", "KANSum": "kernels",
     "KArAtAttention": "layer", "KANLayer": "operator", "KArAtOperator": "operator",
     "project_simplex": "simplex",
 }

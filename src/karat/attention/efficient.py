@@ -107,13 +107,21 @@ def tail(op, P: dict[str, Tensor], h: Tensor, v: Tensor) -> Tensor:
 
 
 def row_chunk(op, batch: int, heads: int, n: int, device: torch.device) -> int:
-    """Rows per chunk: the largest temporary stays under CHUNK_ELEMENTS_* elements."""
-    if compile_enabled(device) and all(l.basis.name in FUSED_BASES for l in op.kan_layers()):
-        per_row, budget = batch * heads * n, CHUNK_ELEMENTS_COMPILED
-    else:
-        width = max(l.basis.n_functions if l.basis.name == "bspline" else 1 for l in op.kan_layers())
-        per_row, budget = batch * heads * n * op.rank * width, CHUNK_ELEMENTS_EAGER
-    return max(1, min(n, budget // max(per_row, 1)))
+    """Rows per chunk: the largest per-chunk temporary stays under CHUNK_ELEMENTS_* elements. Per (image, head,
+    row) it is the scores (N), the Fourier features (2 G x in), the B-spline values (out x in x (G + k)), or,
+    for the other bases run eagerly, their unit values (out x in); compiled, those never reach memory."""
+    compiled = compile_enabled(device)
+    width = n
+    for layer in op.kan_layers():
+        b = layer.basis
+        if b.name == "fourier":
+            width = max(width, 2 * b.grid_size * layer.in_features)
+        elif b.name == "bspline":
+            width = max(width, b.n_functions * layer.in_features * layer.out_features)
+        elif not compiled:
+            width = max(width, layer.in_features * layer.out_features)
+    budget = CHUNK_ELEMENTS_COMPILED if compiled else CHUNK_ELEMENTS_EAGER
+    return max(1, min(n, budget // max(batch * heads * width, 1)))
 
 
 def _compute_dtype(q: Tensor) -> torch.dtype:
