@@ -1,5 +1,6 @@
-"""What a DVC user reads: `dvc metrics show` / `dvc metrics diff` fit a 120-column terminal, and the data of
-`dvc plots show` is there and well-formed (checked as JSON: the HTML needs a browser with internet).
+"""What a DVC user reads: `dvc metrics show` / `dvc metrics diff` of the demo profile fit a 120-column
+terminal (every profile: the metric columns beside the path take at most METRIC_PART characters), and the data
+of `dvc plots show` is there and well-formed (checked as JSON: the HTML needs a browser with internet).
 
 Fast: a bare DVC repository with the generated dvc.yaml of a profile and the files the stages write, made
 by the same functions (karat.training.evaluation.metrics_row, karat.report.render.report_metrics), with
@@ -23,6 +24,10 @@ from karat.training.loop import LOG_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 WIDTH = 120
+# Characters right of the path column (the path is the run's folder: its length is the run id's). 52 leaves 66
+# for the path in a 120-column terminal: the demo profile's paths take 60, the ci profile's base runs 66, its
+# fine-tuning and attention-transfer runs (long ids) up to 96.
+METRIC_PART = 52
 
 
 def record(top1=99.99, loss=12.345678) -> dict:
@@ -37,6 +42,12 @@ def record(top1=99.99, loss=12.345678) -> dict:
 
 def width(text: str) -> int:
     return max((len(line) for line in text.splitlines()), default=0)
+
+
+def metric_part(text: str) -> int:
+    """Width of the table right of its path column (rows start with their path)."""
+    rows = text.splitlines()[1:]
+    return width(text) - (max(len(row.split()[0]) for row in rows) + 2)
 
 
 def dvc(tools, repo, *args) -> str:
@@ -83,7 +94,9 @@ def test_metrics_are_few_flat_numbers():
 def test_dvc_metrics_show_and_diff_fit_a_terminal(dvc_repo, tools):
     repo, prof = dvc_repo
     shown = dvc(tools, repo, "metrics", "show")
-    assert width(shown) <= WIDTH, shown
+    assert metric_part(shown) <= METRIC_PART, shown
+    if prof.name == "demo":  # issue 16's criterion
+        assert width(shown) <= WIDTH, shown
     lines = shown.splitlines()
     assert lines[0].split() == ["Path", "agree", "img_s", "loss", "mem_gb", "top1", "top5"]
     assert len(lines) == 1 + len(prof.runs) + 1  # one row per run and the report's
@@ -93,12 +106,15 @@ def test_dvc_metrics_show_and_diff_fit_a_terminal(dvc_repo, tools):
     first = next(iter(prof.runs.values()))
     (repo / first.out_dir / "metrics.json").write_text(json.dumps(metrics_row(record(top1=12.5, loss=2.5))))
     diff = dvc(tools, repo, "metrics", "diff", "--all")
-    assert width(diff) <= WIDTH, diff
+    assert metric_part(diff) <= METRIC_PART, diff
+    if prof.name == "demo":
+        assert width(diff) <= WIDTH, diff
     assert "12.5" in diff and "-87.49" in diff
 
     # the check can fail: the whole record as a metric (what metrics.json was) does not fit
     (repo / first.out_dir / "metrics.json").write_text(json.dumps(record()))
-    assert width(dvc(tools, repo, "metrics", "show")) > WIDTH
+    shown = dvc(tools, repo, "metrics", "show")
+    assert width(shown) > WIDTH and metric_part(shown) > METRIC_PART
 
 
 def test_dvc_plots_have_every_runs_curves(dvc_repo, tools):

@@ -456,7 +456,7 @@ def to_html(blocks: list[Block], title: str) -> str:
 def report_metrics(claims: list) -> dict:
     """``results/<profile>/metrics.json``, the report's DVC metric: how many of the paper's claims this
     profile's data support (verdict "supported"). One short key: `dvc metrics show` prints it in the same
-    table as every run's metrics.json, which must fit a 120-column terminal; every verdict and number is in
+    table as every run's metrics.json (120 columns for the demo profile); every verdict and number is in
     claims.json."""
     return {"agree": sum(c.verdict == "supported" for c in claims)}
 

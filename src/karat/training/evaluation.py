@@ -29,8 +29,8 @@ from .recipe import validate_train_recipe
 
 WEIGHTS = {"raw_last": "model.safetensors", "ema_last": "ema.safetensors", "raw_best": "best.safetensors",
            "ema_best": "best_ema.safetensors"}
-# metrics.json, in this order. Short keys: `dvc metrics show` prints them as the columns of one table (with
-# the path of each file), which must fit a 120-column terminal.
+# metrics.json, in this order. Short keys: `dvc metrics show` prints them as the columns of one table beside
+# the path of each file; for the demo profile the table must fit a 120-column terminal.
 METRIC_KEYS = ("top1", "top5", "loss", "img_s", "mem_gb")
 
 
