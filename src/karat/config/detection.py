@@ -286,3 +286,22 @@ def _backbone(where: str, src: Any, seed: int, runs: dict) -> dict | None:
 
 __all__ = ["DetectionRunSpec", "DetectionDataNeed", "TRAIN_DEFAULTS", "detection_runs", "resolve_recipe",
            "validate_train", "validate_datasets"]
+
+
+def resolve_detection_run(path, profile: str | None, run_id: str) -> DetectionRunSpec:
+    """The detection run ``run_id`` of a profile (ParamsError naming the allowed ids otherwise)."""
+    from . import ParamsError, load_profile
+
+    prof = load_profile(path, profile)
+    if run_id not in prof.detection:
+        raise ParamsError(f"--run: {run_id!r} is not a detection run of profile {prof.name!r}; detection runs: "
+                          f"{sorted(prof.detection)}")
+    return prof.detection[run_id]
+
+
+def detection_dataset(params: dict, name: str) -> dict:
+    """``detection.datasets.<name>`` of params.yaml (ParamsError naming the allowed names)."""
+    datasets = (params.get("detection") or {}).get("datasets") or {}
+    if name not in datasets:
+        raise _error(f"--dataset: {name!r} is not a detection data set of params.yaml; allowed: {sorted(datasets)}")
+    return copy.deepcopy(datasets[name])

@@ -3,8 +3,8 @@
 karat's own ViTs are built with ``karat.attention.KArAtAttention``. Other families (timm's
 ``VisionTransformerSAM`` for ViT-Det, ...) keep their own attention modules, whose forward computes the
 scores (with whatever the family adds to them: decomposed relative position, windows, ...) and then the row
-softmax. :func:`swap_softmax` keeps such a module and its weights as they are and changes only the
-activation: the module's class becomes a subclass whose forward is the family's forward with
+softmax. :func:`swap_softmax` returns a module with the same weights that changes only the
+activation: an instance of a subclass of the family's class whose forward is the family's forward with
 ``softmax(scores)`` replaced by :func:`activate` (KArAt heads through the operator, the first
 ``softmax_heads`` heads on softmax), on the explicit (reference) path of the operator, which computes the
 same function as the memory-efficient kernels of karat.attention (those take q and k, not scores, so they
@@ -113,13 +113,17 @@ def _karat_class(base: type) -> type:
 
 
 def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_index: int,
-                 operator: KArAtOperator | None = None) -> KArAtOperator:
-    """Replace the softmax of timm attention ``module`` by a KArAt operator for rows of ``tokens`` (N) entries.
+                 operator: KArAtOperator | None = None) -> nn.Module:
+    """A module that computes what timm attention ``module`` computes with its softmax replaced by a KArAt
+    operator for rows of ``tokens`` (N) entries: an instance of the family's KArAt subclass holding the same
+    parameters and submodules (``module`` itself is left as it was; put the result in its place, e.g.
+    ``blk.attn = swap_softmax(blk.attn, ...)``).
 
     ``operator``: a universal operator shared by every block (kept by reference; the caller registers it
-    once); None builds a blockwise one (registered as ``module.karat``). Returns the operator."""
+    once); None builds a blockwise one (registered as ``.karat``)."""
     if not cfg.is_karat:
         raise ValueError("swap_softmax: attention is softmax; nothing to swap (leave the module as it is)")
+    cls = _karat_class(type(module))
     heads = module.num_heads
     if not 0 <= cfg.softmax_heads < heads:
         raise ValueError(f"attention softmax_heads={cfg.softmax_heads!r} is not allowed; allowed: an integer in "
@@ -127,19 +131,22 @@ def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_ind
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"swap_softmax: tokens={tokens!r} is not allowed; allowed: an integer >= 1 (N, the "
                          f"row length of the attention matrix)")
-    module.__class__ = _karat_class(type(module))
-    module.karat_cfg, module.block_index = cfg, block_index
+    if operator is not None and operator.tokens != tokens:
+        raise ValueError(f"swap_softmax: the shared operator was built for N={operator.tokens} tokens, this "
+                         f"block has N={tokens}; allowed: mode='blockwise' for blocks of different token counts")
+    new = cls.__new__(cls)
+    state = dict(module.__dict__)
+    for key in ("_parameters", "_buffers", "_modules"):   # own containers: adding .karat leaves ``module`` alone
+        state[key] = dict(state[key])
+    new.__dict__.update(state)
+    new.karat_cfg, new.block_index = cfg, block_index
     if operator is None:
         ref = next(module.parameters())
         with torch.device(ref.device):
-            operator = KArAtOperator(cfg, heads - cfg.softmax_heads, tokens, head_offset=cfg.softmax_heads)
-        module.karat = operator
+            new.karat = KArAtOperator(cfg, heads - cfg.softmax_heads, tokens, head_offset=cfg.softmax_heads)
     else:
-        if operator.tokens != tokens:
-            raise ValueError(f"swap_softmax: the shared operator was built for N={operator.tokens} tokens, this "
-                             f"block has N={tokens}; allowed: mode='blockwise' for blocks of different token counts")
-        object.__setattr__(module, "_shared_operator", operator)
-    return operator
+        object.__setattr__(new, "_shared_operator", operator)
+    return new
 
 
 __all__ = ["swap_softmax", "activate", "operator_of", "FORWARDS"]

@@ -147,7 +147,7 @@ class ViTDetBackbone(nn.Module):
                                        head_offset=attention.softmax_heads)
                 self.karat_shared = shared   # registered once: parameters() / state_dict() list it once
             for i, (blk, n) in enumerate(zip(self.vit.blocks, tokens)):
-                swap_softmax(blk.attn, attention, n, i, operator=shared)
+                blk.attn = swap_softmax(blk.attn, attention, n, i, operator=shared)
         self.fpn = SimpleFeaturePyramid(cfg["embed_dim"], cfg["fpn_channels"])
         self.out_channels = cfg["fpn_channels"]
 

@@ -1,0 +1,35 @@
+"""``python -m karat detect_train --run R``: train one ViT-Det run of a profile (resumable; DDP under torchrun).
+
+    python -m karat detect_train --profile ci --run coco_synth-vitdet_base_patch16_224-G1B-fixture-s0
+
+The science is :func:`karat.training.detection.train_detection`. Exit code 3: the loss became NaN/inf.
+"""
+from __future__ import annotations
+
+import sys
+
+from ._shell import run_parser, user_errors
+
+EXIT_NON_FINITE = 3
+
+
+@user_errors
+def main(argv: list[str] | None = None) -> int:
+    p = run_parser("karat detect_train", __doc__)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="always show a progress bar (default: only on a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="plain log lines only")
+    args = p.parse_args(argv)
+
+    from karat.config.detection import resolve_detection_run
+    from karat.training import detection
+    from karat.training.loop import NonFiniteLossError
+
+    spec = resolve_detection_run(args.params, args.profile, args.run)
+    try:
+        detection.train_detection(spec, device=args.device, progress=args.progress)
+    except NonFiniteLossError as exc:
+        print(f"error: {spec.run_id}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_NON_FINITE
+    return 0
