@@ -38,6 +38,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/detection.smk"
 
 
 # One orchestrator at a time per working copy: a Snakemake about to run jobs holds .karat_state/snakemake.lock

@@ -62,7 +62,8 @@ def test_dvc_reads_the_generated_file(tools):
 
 def test_every_stage_kind_is_in_the_ci_profile():
     kinds = {s.kind for s in stages("ci")}
-    assert kinds == {"fetch", "prepare", "train", "evaluate", "analyze", "report"}
+    assert kinds == {"fetch", "prepare", "train", "evaluate", "analyze", "report", "detect_fetch", "detect_prepare",
+                     "detect_train", "detect_evaluate"}
     analyses = {s.wildcards["analysis"] for s in stages("ci") if s.kind == "analyze"}
     assert analyses == {"landscape", "weights", "attention_maps", "spectra", "curves", "functions", "compute"}
 

@@ -3,7 +3,7 @@
 
 def stage(kind, **wildcards):
     """The stage of `kind` whose wildcards match (e.g. stage("train", run="cifar10-...-s0"))."""
-    parts = [kind] + [wildcards[k] for k in ("analysis", "dataset", "subset", "run") if k in wildcards]
+    parts = [kind] + [wildcards[k] for k in ("analysis", "dataset", "subset", "run", "detset", "detrun") if k in wildcards]
     return STAGES["-".join(parts)]
 
 

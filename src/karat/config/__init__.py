@@ -111,6 +111,9 @@ class Profile:
     analyses: dict                   # analysis name -> list of run ids (compute: [])
     analysis_options: dict           # analysis name -> options (without "runs")
     raw: dict                        # the profile's own section of params.yaml
+    # ViT-Det runs (karat.config.detection): run id -> DetectionRunSpec; data set -> DetectionDataNeed
+    detection: dict = field(default_factory=dict)
+    detection_data: dict = field(default_factory=dict)
 
     @property
     def results_dir(self) -> Path:
@@ -184,6 +187,11 @@ def _validate_references(params: dict) -> None:
         _recipe_chain(recipes, name)  # raises on unknown parents and cycles
     for name in recipes:
         validate_recipe(f"recipes.{name}", resolve_recipe(params, name))
+    if params.get("detection"):
+        from .detection import resolve_recipe as detection_recipe, validate_datasets
+        validate_datasets(params["detection"])
+        for name in params["detection"].get("recipes", {}):
+            detection_recipe(params["detection"], name, f"detection.recipes.{name}")
     from karat.attention.config import parse_attention  # no torch import
     for label, spec in attentions.items():
         try:
@@ -210,6 +218,10 @@ def _validate_references(params: dict) -> None:
                                       f"vit_{{tiny,small,base}}_patch16_224, vit_{{tiny,small,base}}_patch4_32")
         by_dataset = prof.get("overrides", {}).get("by_dataset", {})
         _check_members(f"{where}.overrides.by_dataset", list(by_dataset), datasets)
+        for gi, group in enumerate(prof.get("detection", [])):
+            if group.get("recipe") not in (params.get("detection") or {}).get("recipes", {}):
+                raise ParamsError(f"{where}.detection[{gi}].recipe: {group.get('recipe')!r} is not a detection recipe; "
+                                  f"allowed: {sorted((params.get('detection') or {}).get('recipes', {}))}")
         compute = prof.get("analyses", {}).get("compute")
         if compute:
             _check_members(f"{where}.analyses.compute.attentions", compute["attentions"], attentions)
@@ -356,6 +368,8 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                             pending[run_id] = source
     _resolve_derived(name, prof, params, runs, pending)
     _check_runs_fit(name, prof, params, runs)
+    from .detection import detection_runs
+    det_runs, det_data = detection_runs(params, name, runs)
     analyses, options = {}, {}
     for aname, spec in prof.get("analyses", {}).items():
         opts = {k: copy.deepcopy(v) for k, v in spec.items() if k != "runs"}
@@ -363,7 +377,8 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
         options[aname] = opts
         analyses[aname] = [] if aname == "compute" else _select_runs(name, aname, spec["runs"], runs)
     return Profile(name=name, description=prof.get("description", ""), params_path=params_path, runs=runs,
-                   datasets=datasets, analyses=analyses, analysis_options=options, raw=copy.deepcopy(prof))
+                   datasets=datasets, analyses=analyses, analysis_options=options, raw=copy.deepcopy(prof),
+                   detection=det_runs, detection_data=det_data)
 
 
 def _resolve_derived(name: str, prof: dict, params: dict, runs: dict, pending: dict) -> None:

@@ -26,6 +26,14 @@ SCIENCE = {
     "evaluate": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data"],
     "analyze": ["src/karat/analysis", "src/karat/attention", "src/karat/models"],
     "report": ["src/karat/report", "src/karat/analysis", "src/karat/training/assumptions.py"],
+    # ViT-Det detection (PAPER §3.5): karat.data.coco, karat.models.vitdet, karat.training.detection
+    "detect_fetch": ["src/karat/data/coco.py", "src/karat/data/fetch.py", "src/karat/data/archive.py",
+                     "src/karat/data/sources.py"],
+    "detect_prepare": ["src/karat/data/coco.py"],
+    "detect_train": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data/coco.py",
+                     "src/karat/config/detection.py"],
+    "detect_evaluate": ["src/karat/attention", "src/karat/models", "src/karat/training", "src/karat/data/coco.py",
+                        "src/karat/config/detection.py"],
 }
 SHELL = ["src/karat/cli.py", "src/karat/errors.py", "src/karat/stages/__init__.py", "src/karat/stages/_shell.py"]
 CODE = {kind: folders + [f"src/karat/stages/{kind}.py"] + SHELL for kind, folders in SCIENCE.items()}
@@ -190,6 +198,8 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
                 params=(akey,), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0}))
             analysis_dirs.append(adir)
 
+    out += _detection_stages(params, prof, pp, code, use_gpu)
+
     rdir = prof.results_dir.as_posix()
     log = f"logs/{p}/report.log"
     out.append(Stage(
@@ -197,11 +207,63 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
         cmd=_cmd("report", ["--params", pp, "--profile", p], log),
         deps=tuple([f"{s.out_dir.as_posix()}/eval.json" for s in prof.runs.values()]
                    + [f"{s.out_dir.as_posix()}/log.csv" for s in prof.runs.values()]
+                   + [f"{s.out_dir.as_posix()}/{f}" for s in prof.detection.values() for f in ("eval.json", "log.csv")]
                    + analysis_dirs + code["report"]),
         outs=(f"{rdir}/REPORT.md", f"{rdir}/report.html", f"{rdir}/tables", f"{rdir}/figures",
               f"{rdir}/claims.json"),
         metrics=(f"{rdir}/metrics.json",),
         params=(f"profiles.{p}",), log=log))
+    return out
+
+
+def _detection_stages(params: dict, prof: Profile, pp: str, code: dict, use_gpu: int) -> list[Stage]:
+    """ViT-Det (PAPER §3.5): detect_fetch -> detect_prepare per data set, detect_train -> detect_evaluate per
+    run; a run initialised from a classification run depends on that run's weights file."""
+    from karat.config.detection import DetectionRunSpec
+
+    p, out = prof.name, []
+    for ds, need in prof.detection_data.items():
+        gen = need.spec.get("generate") or {}
+        local = _local_sources({"local": [gen["source"]]}) if gen.get("source") else _local_sources(need.spec)
+        log = f"logs/data/detect_fetch-{ds}.log"
+        out.append(Stage(
+            name=f"detect_fetch-{ds}", kind="detect_fetch", wildcards={"detset": ds},
+            cmd=_cmd("detect_fetch", ["--params", pp, "--dataset", ds], log),
+            deps=tuple(local + code["detect_fetch"]), outs=(str(need.raw_dir),),
+            params=(f"detection.datasets.{ds}",), log=log))
+        log = f"logs/data/detect_prepare-{ds}-s{need.spec['max_size']}.log"
+        out.append(Stage(
+            name=f"detect_prepare-{ds}", kind="detect_prepare", wildcards={"detset": ds},
+            cmd=_cmd("detect_prepare", ["--params", pp, "--dataset", ds], log),
+            deps=tuple([str(need.raw_dir)] + code["detect_prepare"]), outs=(need.prepared_dir.as_posix(),),
+            params=(f"detection.datasets.{ds}",), log=log))
+    for rid, spec in prof.detection.items():
+        spec: DetectionRunSpec
+        run_dir = spec.out_dir.as_posix()
+        chain, cur = [], spec.recipe_name
+        while cur is not None:
+            chain.append(f"detection.recipes.{cur}")
+            cur = params["detection"]["recipes"][cur].get("inherit")
+        keys = tuple(chain[::-1] + [f"attentions.{spec.attention_label}", f"profiles.{p}.detection"]
+                     + _optional_keys(params, p, ["gpus_per_run"]))
+        source = [spec.backbone_from["file"]] if spec.backbone_from else []
+        log = f"logs/{p}/detect_train/{rid}.log"
+        out.append(Stage(
+            name=f"detect_train-{rid}", kind="detect_train", wildcards={"detrun": rid},
+            cmd=_cmd("detect_train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus),
+            deps=tuple([spec.prepared_dir.as_posix()] + source + code["detect_train"]),
+            outs=(f"{run_dir}/model.safetensors", f"{run_dir}/train.json"), plots=(f"{run_dir}/log.csv",),
+            params=keys, log=log, resources={"gpu": use_gpu * spec.gpus}))
+        log = f"logs/{p}/detect_evaluate/{rid}.log"
+        out.append(Stage(
+            name=f"detect_evaluate-{rid}", kind="detect_evaluate", wildcards={"detrun": rid},
+            cmd=_cmd("detect_evaluate", ["--params", pp, "--profile", p, "--run", rid], log),
+            deps=tuple([spec.prepared_dir.as_posix(), f"{run_dir}/model.safetensors", f"{run_dir}/train.json"]
+                       + code["detect_evaluate"]),
+            # metrics.json (box / mask AP) is a plain output: `dvc metrics show` keeps the classification runs'
+            # five short columns (tests/pipeline/test_dvc_artifacts.py: the table fits a terminal)
+            outs=(f"{run_dir}/eval.json", f"{run_dir}/metrics.json"), params=keys, log=log,
+            resources={"gpu": use_gpu}))
     return out
 
 

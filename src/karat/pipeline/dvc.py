@@ -37,7 +37,8 @@ def render(profile: str | None = None, params_path: str = DEFAULT_PARAMS) -> str
         if st.metrics:
             entry["metrics"] = list(st.metrics)
         if st.plots:
-            entry["plots"] = [{path: {"x": "epoch", "y": "top1"}} for path in st.plots]
+            xy = {"x": "iteration", "y": "box_AP"} if st.kind == "detect_train" else {"x": "epoch", "y": "top1"}
+            entry["plots"] = [{path: dict(xy)} for path in st.plots]
         doc["stages"][st.name] = entry
     logs = [f"{spec.out_dir.as_posix()}/log.csv" for spec in prof.runs.values()]
     if logs:

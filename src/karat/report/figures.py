@@ -81,6 +81,10 @@ FIGURES = (
                "size (paper: bar readings of Fig. 7, 2×H100; ours: this profile's runs and compute profile).",
                "KArAt trains ~1.3× (ImageNet, Tiny) to ~19× (CIFAR-100, Base) slower; inference throughput "
                "is close; universal slightly faster than blockwise."),
+    FigureSpec("09", "vitdet_ap_curves", None,
+               "ViT-Det box and mask AP along training (COCOeval on a validation subset, every `eval_every` "
+               "iterations; log.csv of each detection run), softmax vs G1B vs G1U.",
+               "Vanilla peaks within ~12 epochs, G1B ~30, G1U ~45; G1U stays above G1B."),
     FigureSpec("12", "weight_distributions", "weights",
                "Histograms of the weights in [−0.1, 0.1] at the first, middle and last snapshot "
                "(the paper: epochs 0 / 50 / 100).",
@@ -146,6 +150,9 @@ def draw_figure(fig: FigureSpec, results: Results, out_dir: Path,
                 compare_lookup: Callable[[str], Callable] = _compare_function) -> FigureResult:
     out_base = Path(out_dir) / fig.stem
     if fig.analysis is None:
+        if fig.number == "09":
+            from .detection import draw_fig09
+            return draw_fig09(fig, results, out_base)
         return draw_fig07(fig, results, out_base)
     runs = select_runs(results, fig)
     if not runs:
