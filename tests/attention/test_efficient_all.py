@@ -231,3 +231,18 @@ def test_bad_compile_flag_is_named(monkeypatch):
 def test_full_rank_stays_on_the_reference_path():
     with pytest.raises(ValueError, match="impl='efficient'.*rank='full'"):
         parse_attention({"rank": "full", "impl": "efficient"})
+
+
+@pytest.mark.parametrize("basis", list(kernels.FUSED_BASES))
+def test_unit_kernels_match_reference_sum_and_gradcheck(basis):
+    """KANSum (each basis's fused forward and hand-written backward) = Basis.sum_over_inputs, and its
+    gradients pass gradcheck in float64."""
+    torch.manual_seed(0)
+    layer = KANLayer(2, 5, 3, parse_attention({"basis": basis, "grid_size": 2})).double()
+    _perturb(layer, sd=0.3)
+    x = (torch.randn(2, 2, 3, 5, dtype=torch.float64) * 0.8).requires_grad_()
+    T = [t.detach().requires_grad_() for t in kernels.unit_tensors(layer.basis, layer.scaler)]
+    y = kernels.KANSum.apply(basis, x, None, *T)
+    assert torch.allclose(y, layer.basis.sum_over_inputs(x, layer.scaler), atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x, *t: kernels.KANSum.apply(basis, x, None, *t), (x, *T),
+                                    eps=1e-6, atol=1e-6)
