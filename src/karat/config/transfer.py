@@ -4,8 +4,10 @@ A group of a profile may name where its runs start:
 
 ``finetune_from: {dataset: imagenet, weights: reported, reset_head: true}``
     every run ``<dataset>-<model>-<attention>-s<seed>`` of the group starts from the weights of the run of the
-    same model, attention and seed on ``imagenet`` (or from the run ``run: <run id>``, same architecture).
-    Run id: ``<dataset>-<model>-<attention>-s<seed>-ft-<upstream dataset>`` (``-ft-<run id>`` with ``run``).
+    same model, attention and seed on ``imagenet`` (``seed: k``: the upstream run of seed k, e.g. several
+    fine-tuning seeds from one pretrained model), or from the run ``run: <run id>`` (same architecture).
+    Run id: ``<dataset>-<model>-<attention>-s<seed>-ft-<upstream dataset>`` (``...-s<k>`` when the upstream seed
+    differs; ``-ft-<run id>`` with ``run``).
 
 ``attention_from: {model: vit_tiny_patch16_224, attention: G3B, mode: copy, ...}``
     every run of the group is trained with the attention maps of a frozen teacher: the run of ``model`` (default:
@@ -40,7 +42,10 @@ def _error(message: str):
 def derived_id(base_id: str, dataset: str, model: str, kind: str, src: dict, up_id: str) -> str:
     """The id of a derived run on ``dataset`` whose from-scratch id would be ``base_id``."""
     if kind == "finetune":
-        return f"{base_id}-ft-{src['dataset']}" if "dataset" in src else f"{base_id}-ft-{up_id}"
+        if "dataset" not in src:
+            return f"{base_id}-ft-{up_id}"
+        seed = int(base_id.rsplit("-s", 1)[1])
+        return f"{base_id}-ft-{src['dataset']}" + (f"-s{src['seed']}" if src.get("seed", seed) != seed else "")
     mode = src.get("mode", ATTENTION_DEFAULTS["mode"])
     if "run" in src:
         return f"{base_id}-at{mode}-{up_id}"
@@ -61,10 +66,12 @@ def upstream_id(where: str, kind: str, src: dict, dataset: str, model: str, labe
     if kind == "finetune":
         _one_source(where, src)
         if "run" in src:
+            if "seed" in src:
+                raise _error(f"{where}.seed: `run` names the upstream run; a seed cannot be given with it")
             return src["run"]
         if src["dataset"] not in datasets:
             raise _error(f"{where}.dataset: {src['dataset']!r} is not a dataset; allowed: {sorted(datasets)}")
-        return f"{src['dataset']}-{model}-{label}-s{seed}"
+        return f"{src['dataset']}-{model}-{label}-s{src.get('seed', seed)}"
     if "run" in src:
         extra = sorted(k for k in ("model", "attention", "dataset") if k in src)
         if extra:
@@ -110,6 +117,7 @@ def resolve_finetune(where: str, src: dict, spec, upstream) -> dict:
                      f"{spec.dataset} has {spec.num_classes}; allowed: true (a new head for the new classes)")
     key, path = _weights(where, out, upstream)
     out.pop("dataset", None)
+    out.pop("seed", None)
     out.update({"run": upstream.run_id, "weights": key, "file": path,
                 "upstream": {"model": upstream.model, "attention_label": upstream.attention_label,
                              "dataset": upstream.dataset, "num_classes": upstream.num_classes}})

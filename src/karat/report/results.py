@@ -52,17 +52,24 @@ def paper_dataset(dataset: str) -> str:
 
 
 def run_experiment(spec: Any) -> str:
-    """Which of the paper's experiment kinds a run is.
-
-    Every run of params.yaml today is trained from scratch; a recipe that fine-tunes (``train.finetune_from``)
-    or transfers attention maps (``train.attention_from``) would fill Tables 2 / 4 instead of Table 1.
-    """
+    """Which of the paper's experiment kinds a run is: a run that fine-tunes another run (``finetune_from`` of its
+    group, karat.config.transfer) fills Table 2, one trained with another run's attention maps
+    (``attention_from``) Table 4, every other run Table 1 and the rest. (``recipe.train.finetune_from`` /
+    ``attention_from`` are read too: runs made by hand in tests.)"""
     train = (getattr(spec, "recipe", None) or {}).get("train", {})
-    if train.get("attention_from"):
+    if getattr(spec, "attention_from", None) or train.get("attention_from"):
         return "attention_transfer"
-    if train.get("finetune_from"):
+    if getattr(spec, "finetune_from", None) or train.get("finetune_from"):
         return "transfer"
     return "from_scratch"
+
+
+def transfer_source(spec: Any) -> str | None:
+    """The teacher of an attention-transfer run as the paper's tables name it (``vit_tiny+G3B``), else None."""
+    src = getattr(spec, "attention_from", None)
+    if not src:
+        return None
+    return f"{model_family(src['teacher']['model'])}+{src['teacher']['attention_label']}"
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,8 @@ class Results:
         matches = [r for r in self.evaluated()
                    if r.family == model and r.spec.attention_label == attention and r.dataset == dataset
                    and r.experiment == experiment]
+        if experiment == "attention_transfer" and extra.get("transfer_from"):  # Table 4: the teacher too
+            matches = [r for r in matches if transfer_source(r.spec) == extra["transfer_from"]]
         if not matches:
             return None
         # Two geometries of one family in a profile: the paper's (224/16) is the like-for-like one.

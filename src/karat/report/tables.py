@@ -32,12 +32,15 @@ SLUGS = {"1": "main_results", "2": "transfer_learning", "3": "other_vits", "4": 
          "fig07": "training_time_throughput"}
 # Why an experiment kind can never be filled by this pipeline (stated above the table).
 UNSUPPORTED = {
-    "transfer": "needs fine-tuning of ImageNet-1K-trained models on SVHN / Flowers-102 / STL-10; params.yaml has no "
-                "recipe with `train.finetune_from`, so no run of any profile fills it",
-    "attention_transfer": "needs attention-transfer training (a vanilla ViT driven by a trained KArAt model's "
-                          "attention maps, PAPER §3.6); params.yaml has no recipe with `train.attention_from`",
     "detection": "needs Mask R-CNN / ViT-Det on MS-COCO, which this pipeline does not build",
     "bspline_kan": "needs plain multi-layer B-spline KANs (no attention), which this pipeline does not build",
+}
+# What fills the tables of runs that start from other runs (karat.config.transfer), when a profile has none.
+NEEDS = {
+    "transfer": "fine-tuning runs: a group with `finetune_from` (the `paper` profile's table2_* groups fine-tune "
+                "its ImageNet-1K runs on SVHN / Flowers-102 / STL-10)",
+    "attention_transfer": "attention-transfer runs: a group with `attention_from` (the `paper` profile's table4_* "
+                          "groups) beside the from-scratch runs of the rows marked \"none\"",
 }
 NON_VIT_MODELS = {"convit_tiny": "ConViT-Tiny", "swin_tiny": "Swin-Tiny", "vitdet_base": "ViT-Det-Base",
                   "bspline_kan": "B-spline KAN"}
@@ -232,10 +235,13 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
                       for rid in c.ours.run_ids})
     specs = [results.runs[r].spec for r in run_ids if r in results.runs]
     if specs:
-        lines += _run_differences(specs, results)
+        lines += _transfer_lines(specs, results) + _run_differences(specs, results)
     compute_cells = [c for c in built.cells if c.ours and c.ours.source == "compute.csv"]
     if compute_cells:
         lines += _compute_differences(compute_cells, results)
+    if not specs:
+        for kind in sorted(kinds & set(NEEDS)):
+            lines.append(f"Cells of kind `{kind}` need {NEEDS[kind]}.")
     if not specs and not compute_cells:
         wanted = sorted({(c.paper.model, c.paper.attention) for c in built.cells
                          if c.paper.model not in NON_VIT_MODELS})
@@ -245,6 +251,34 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
                          + (", ..." if len(wanted) > 12 else "") + ").")
         else:
             lines.append(f"No run of profile `{results.profile.name}` fills this table.")
+    return lines
+
+
+def _transfer_lines(specs: list, results: Results) -> list[str]:
+    """How the fine-tuned (Table 2) and attention-transfer (Table 4) runs behind a table started."""
+    lines = []
+    ft = [s for s in specs if getattr(s, "finetune_from", None)]
+    if ft:
+        froms = sorted({f"`{s.finetune_from['weights']}` weights of the {s.finetune_from['upstream']['dataset']} run"
+                        for s in ft})
+        heads = sorted({"a new head" if s.finetune_from["reset_head"] else "the upstream head" for s in ft})
+        recipes = sorted({f"`{s.recipe_name}` ({s.dataset}: {s.recipe['train']['epochs']} epochs, batch "
+                          f"{s.recipe['train']['batch_size']}, lr {s.recipe['train']['lr']:g}, EMA decay "
+                          f"{s.recipe['train'].get('ema_decay', '-')})" for s in ft})
+        lines.append(f"Fine-tuning (the paper gives no recipe, PAPER §3.4): each run starts from the "
+                     f"{', '.join(froms)} of the same model, attention and seed, with {' / '.join(heads)}; recipe "
+                     + "; ".join(recipes) + ".")
+    at = [s for s in specs if getattr(s, "attention_from", None)]
+    if at:
+        opts = sorted({f"{s.attention_from['mode']} mode, blocks {s.attention_from['blocks']}, tensor "
+                       f"`{s.attention_from['tensor']}`, heads `{s.attention_from['heads']}`"
+                       + (f", loss {s.attention_from['loss']} x {s.attention_from['weight']:g}"
+                          if s.attention_from["mode"] == "distill" else "")
+                       + f", teacher's `{s.attention_from['weights']}` weights" for s in at})
+        lines.append("Attention transfer (after Li et al. 2024; the paper gives no details, PAPER §3.6): "
+                     + "; ".join(opts) + ". The teacher is frozen and sees the same augmented batch every step"
+                     + (" and runs at evaluation too (copy mode)." if any(s.attention_from["mode"] == "copy"
+                                                                          for s in at) else "."))
     return lines
 
 
