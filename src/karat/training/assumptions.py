@@ -177,6 +177,34 @@ MODEL_ASSUMPTIONS: list[dict] = [
               "KArAt coefficients and W get their own per-head, per-block histograms",
      "paper": "which weights Fig. 12 histograms NOT FOUND (§7 item 20)",
      "why": "the same tensors in both models make the two histograms comparable (karat.analysis.weights)"},
+    # Runs that start from other runs (karat.config.transfer, karat.training.transfer / attention_transfer)
+    {"key": "fine-tuning start (Table 2)",
+     "value": "the upstream ImageNet-1K run's reported weights (ema_best in the paper recipe), every tensor loaded "
+              "strictly except the classifier head, which keeps its fresh timm initialisation for the new class "
+              "count; the EMA is created after loading (it averages the fine-tuned weights from the pretrained ones)",
+     "paper": "fine-tuning hyper-parameters, epochs, resolution and head re-initialisation NOT FOUND (§3.4)",
+     "why": "the usual protocol (DeiT / timm fine-tuning); a checkpoint of another token count is refused, as KArAt "
+            "operators are sized by N and cannot be interpolated like position embeddings"},
+    {"key": "fine-tuning recipe (recipes.finetune)",
+     "value": "AdamW lr 1e-4 at batch 64, 2 warm-up epochs, cosine to 1e-6, wd 0.05, drop-path 0.1, RandAugment "
+              "m9, no mixup / cutmix / erasing, 224 px; SVHN 10, STL-10 50, Flowers-102 100 epochs; EMA decay 0.999; "
+              "3 fine-tuning seeds per cell from the seed-0 ImageNet run",
+     "paper": "NOT FOUND (§3.4)",
+     "why": "a 10x lower peak lr than from scratch, a few thousand steps per dataset; EMA horizon 1/(1 - 0.999) = "
+            "1,000 steps, at most a third of the shortest fine-tune (the pretraining's 0.99992 spans 12,500 steps, "
+            "longer than a whole Flowers-102 fine-tune)"},
+    {"key": "attention transfer (Table 4)",
+     "value": "copy mode: each block's attention matrix is the frozen teacher's activated matrix (softmax(A) or "
+              "sigma-hat(A) = W Phi(A)) on the same augmented batch, every block, teacher's reported weights; the "
+              "student's q and k are unused, the value branch and the rest are trained; the teacher also runs at "
+              "evaluation. A 12-head student repeats each of a 3-head teacher's maps for 4 consecutive heads. "
+              "distill mode (an option): the student keeps its attention and adds 3 x CE (softmax teachers) or "
+              "MSE (KArAt sigma-hat(A), rows not distributions) toward the teacher's maps",
+     "paper": "'query and key frozen, the value branch and the rest trained'; which tensor, the head mapping and "
+              "the recipe NOT FOUND (§3.6); Li et al. 2024 copy / distill (CE, weight 3)",
+     "why": "copy mode is what 'query and key frozen' with 'precomputed attention matrices' describes; all blocks "
+            "(Li et al.'s code leaves the last 3 out only because its --end_layer flag is never passed on); the "
+            "Table 5 recipe as for the from-scratch runs"},
 ]
 
 
