@@ -70,7 +70,8 @@ def test_dvc_produces_every_artifact_and_metrics(dvc_repo, tools):
     plots = json.loads(run([tools.tool("dvc"), "plots", "show", "--json"], dvc_repo, tools).stdout)["data"]
     for name, column in (("accuracy", "top1"), ("loss", "train_loss")):
         rows = plots[name][0]["content"]["data"]["values"]
-        assert {r["filename"] for r in rows} == {f"{rid}/log.csv" for rid in (SOFTMAX, KARAT)}, name
+        names = {r["filename"] for r in rows}  # one curve per run of the profile
+        assert all(any(n.endswith(f"{rid}/log.csv") for n in names) for rid in (SOFTMAX, KARAT)), (name, names)
         assert all(float(r[column]) >= 0 and int(r["epoch"]) >= 1 for r in rows), name
     run([tools.tool("dvc"), "params", "diff", "--all"], dvc_repo, tools)
 
