@@ -989,11 +989,15 @@ def claim_16(results: Results) -> Claim:
 
 CLAIMS: tuple[Callable[[Results], Claim], ...] = (
     claim_1, claim_2, claim_3, claim_4, claim_5, claim_6, claim_7, claim_8, claim_9, claim_10,
-    lambda r: _not_run(11, "ViT-Det with KArAt is worse (≈4–13 AP) and converges later; G1U > G1B.",
-                       "COCO detection is not part of this pipeline (Table 12, Fig. 9): no detector is built and a "
-                       "run record has no AP metric to judge"),
+    lambda r: _claim_11(r),
     claim_12, claim_13, claim_14, claim_15, claim_16,
 )
+
+
+def _claim_11(results: Results) -> Claim:
+    from .detection import claim_11   # ViT-Det (Table 12, Fig. 9): karat.report.detection
+
+    return claim_11(results)
 
 
 def evaluate_claims(results: Results) -> list[Claim]:

@@ -22,6 +22,8 @@ MODEL_RE = re.compile(r"^vit_(tiny|small|base)_patch(\d+)_(\d+)$")
 PAPER_PATCH, PAPER_IMG, PAPER_DEPTH = 16, 224, 12
 # Metrics measured per run (eval.json) vs per model x attention (compute.csv).
 RUN_METRICS = ("top1", "top5", "params_total_m", "params_attn_m", "train_hours")
+# ViT-Det runs (karat.report.detection): COCOeval AP of boxes and masks (Table 12)
+DETECTION_METRICS = ("box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
 # The run's whole evaluation record (karat.training.evaluation); its metrics.json is the short DVC metric.
 RUN_RECORD = "eval.json"
 COMPUTE_METRICS = ("gflops_total", "gflops_attn", "memory_gb", "memory_peak_gb", "throughput_img_s")
@@ -111,6 +113,9 @@ class RunResult:
         try:
             if name in ("top1", "top5"):
                 return float(m["reported"][name])
+            if name in DETECTION_METRICS:
+                from .detection import metric as detection_metric
+                return detection_metric(m, name)
             if name == "params_total_m":
                 return float(m["params"]["total"]) / 1e6
             if name == "params_attn_m":
@@ -149,11 +154,14 @@ class Results:
         extra = extra or {}
         if metric in COMPUTE_METRICS or (metric in ("params_total_m", "params_attn_m") and dataset is None):
             return self._compute_stat(model, attention, metric, extra)
-        if metric not in RUN_METRICS:
+        if metric not in RUN_METRICS + DETECTION_METRICS:
             return None
         matches = [r for r in self.evaluated()
                    if r.family == model and r.spec.attention_label == attention and r.dataset == dataset
                    and r.experiment == experiment]
+        if experiment == "detection":  # Table 12: the backbone's init too
+            from .detection import matches_init
+            matches = [r for r in matches if matches_init(r, extra)]
         if experiment == "attention_transfer" and extra.get("transfer_from"):  # Table 4: the teacher too
             matches = [r for r in matches if transfer_source(r.spec) == extra["transfer_from"]]
         if not matches:
@@ -247,6 +255,8 @@ def collect(profile: Any, root: str | Path = ".") -> Results:
         results.runs[run_id] = RunResult(run_id=run_id, spec=spec, metrics=metrics,
                                          family=model_family(spec.model), dataset=paper_dataset(spec.dataset),
                                          experiment=run_experiment(spec))
+    from .detection import collect_runs
+    results.runs.update(collect_runs(profile, root))   # ViT-Det runs (Table 12, claim 11)
     compute_csv = results.analysis_dir("compute") / "compute.csv"
     if compute_csv.is_file():
         with open(compute_csv, newline="", encoding="utf-8") as fh:

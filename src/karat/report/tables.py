@@ -32,7 +32,6 @@ SLUGS = {"1": "main_results", "2": "transfer_learning", "3": "other_vits", "4": 
          "fig07": "training_time_throughput"}
 # Why an experiment kind can never be filled by this pipeline (stated above the table).
 UNSUPPORTED = {
-    "detection": "needs Mask R-CNN / ViT-Det on MS-COCO, which this pipeline does not build",
     "bspline_kan": "needs plain multi-layer B-spline KANs (no attention), which this pipeline does not build",
 }
 # What fills the tables of runs that start from other runs (karat.config.transfer), when a profile has none.
@@ -228,13 +227,16 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
     kinds = {c.paper.experiment for c in built.cells}
     for kind in sorted(kinds & set(UNSUPPORTED)):
         lines.append(f"Cells of kind `{kind}`: this table {UNSUPPORTED[kind]}.")
-    models = {c.paper.model for c in built.cells if c.paper.model in NON_VIT_MODELS}
+    models = {c.paper.model for c in built.cells if c.paper.model in NON_VIT_MODELS and c.paper.model != "vitdet_base"}
     if models and not any(c.ours for c in built.cells if c.paper.model in models):
         lines.append("Not built by this pipeline: " + ", ".join(NON_VIT_MODELS[m] for m in sorted(models)) + ".")
     run_ids = sorted({rid for c in built.cells if c.ours and c.ours.source == "metrics.json"
                       for rid in c.ours.run_ids})
     specs = [results.runs[r].spec for r in run_ids if r in results.runs]
-    if specs:
+    if specs and all(getattr(s, "task", None) == "detection" for s in specs):
+        from .detection import differences as detection_differences
+        lines += detection_differences(specs)
+    elif specs:
         lines += _transfer_lines(specs, results) + _run_differences(specs, results)
     compute_cells = [c for c in built.cells if c.ours and c.ours.source == "compute.csv"]
     if compute_cells:
