@@ -49,6 +49,20 @@ TRAIN_DEFAULTS = {
     "deterministic": False,
 }
 NOT_IN_FINGERPRINT = ("eval_batch_size", "checkpoint_every")
+# Where PAPER §3.5 / Table 11 is silent (the report prints these above Table 12).
+ASSUMPTIONS = (
+    "schedule: linear warm-up over 250 iterations from 0.001 x lr, then x0.1 at 88.9% and 96.3% of training "
+    "(detectron2 ViTDet; Table 11 says only 'warmup scheduler', 'decay rate 0.988')",
+    "drop-path 0.1 (ViTDet-B), no gradient clipping, no layer-wise lr decay, KArAt operators with weight decay 0.1",
+    "bf16 autocast on GPU (KArAt scores and units in float32)",
+    "Mask R-CNN heads: torchvision's (TwoMLPHead 1024, 4-conv mask head), 512 ROIs per image, 256 RPN anchors "
+    "per image; box ROIs from p2-p5",
+    "images resized to fit 224 (long side) and zero-padded to 224 x 224; crowd annotations and images without "
+    "objects left out of training (detectron2)",
+    "backbone init (i): this profile's ImageNet-1K softmax ViT-Base run, its reported weights; relative-position "
+    "tables start at zero and KArAt operators fresh (PAPER §7 item 23: the paper's checkpoint is not stated)",
+    "reported weights: the last iteration's; AP along training on the first 500 val2017 images every 2 epochs",
+)
 DATASET_KEYS = ("max_size", "local", "files", "generate", "expected_counts")
 
 

@@ -267,6 +267,8 @@ def differences(specs: list) -> list[str]:
     if srcs:
         lines.append(f"'ImageNet softmax init' rows start from: {', '.join(srcs)} (its reported weights; position "
                      f"embedding without the class token, relative position and KArAt operators fresh).")
+    from karat.config.detection import ASSUMPTIONS
+    lines.append("Assumptions where Table 11 is silent: " + "; ".join(ASSUMPTIONS) + ".")
     seeds = sorted({s.seed for s in det})
     lines.append(f"Seeds: {seeds}; reported weights: the last iteration's; AP from pycocotools COCOeval on the whole "
                  f"validation split, in original image coordinates.")
