@@ -11,8 +11,8 @@ from karat.pipeline import by_name, stages
 REPO = Path(__file__).resolve().parents[2]
 G3B = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
 SOFTMAX = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0"
-FT = "cifar10_fixture5-vit_tiny_patch4_32-G3B-s0-ft-cifar10_fixture"
-STUDENT = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0-atcopy-vit_tiny_patch4_32-G3B"
+FT = "cifar5_fixture-vit_tiny_patch4_32-G3B-s0-ft-cifar10_fixture"
+STUDENT = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0-atcopy-G3B"
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,11 @@ def test_paper_has_table2_and_table4(params):
     ft = [s for s in runs.values() if s.finetune_from]
     cells = {(s.dataset, s.model, s.attention_label) for s in ft}
     assert len(cells) == 27 and {d for d, _, _ in cells} == {"svhn", "flowers102", "stl10"}
+    assert len(ft) == 81 and {s.seed for s in ft} == {0, 1, 2}   # 3 fine-tuning seeds per cell
     for s in ft:
         up = runs[s.finetune_from["run"]]
-        assert (up.dataset, up.model, up.attention_label, up.seed) == ("imagenet", s.model, s.attention_label, s.seed)
+        assert (up.dataset, up.model, up.attention_label, up.seed) == ("imagenet", s.model, s.attention_label, 0)
+        assert s.run_id.endswith("-ft-imagenet" if s.seed == 0 else "-ft-imagenet-s0")
         assert s.finetune_from["weights"] == "best_ema" and s.recipe["train"]["ema_decay"] == 0.999
     at = [s for s in runs.values() if s.attention_from]
     rows = {(s.model, s.attention_from["teacher"]["model"], s.attention_from["teacher"]["attention_label"])
@@ -62,7 +64,9 @@ def test_paper_has_table2_and_table4(params):
     assert {s.dataset for s in at} == {"cifar10", "cifar100"} and len(at) == 6
     assert all(runs[s.attention_from["run"]].dataset == s.dataset for s in at)
     # derived ids never collide with from-scratch ids
-    assert all(not s.run_id.rsplit("-", 1)[-1].startswith("s") or not s.derived_from for s in runs.values())
+    for s in ft + at:
+        assert s.run_id.startswith(f"{s.dataset}-{s.model}-{s.attention_label}-s{s.seed}-")
+        assert ("-ft-" in s.run_id) != ("-atcopy-" in s.run_id)
 
 
 def test_missing_upstream_is_named(params):

@@ -9,6 +9,7 @@ Slow (several minutes on 2 cores): marked `pipeline`. Run alone with `pytest -m 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -24,6 +25,9 @@ pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 SOFTMAX = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0"
 KARAT = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
+# Runs that start from KARAT (issue 11): its fine-tune on 5 other classes, and a softmax ViT with its attention maps
+FINETUNE = "cifar5_fixture-vit_tiny_patch4_32-G3B-s0-ft-cifar10_fixture"
+STUDENT = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0-atcopy-G3B"
 # Columns that measure the machine, not the model: they differ between two runs of the same code.
 TIMING_METRICS = r"(?:hours|throughput|img_s|time)"
 TIMING = re.compile(r"(time|images_per_s|img_s|throughput|wall|memory|date|_s$|hours)", re.I)
@@ -128,11 +132,25 @@ def test_snakemake_reruns_exactly_what_changed(snakemake_repo, tools):
         jobs, _ = _snakemake_plan(snakemake_repo, tools)
     finally:
         params.write_text(original)
-    runs = {wc for _, wc in jobs}
-    assert ("train", f"run={KARAT}") in jobs and ("evaluate", f"run={KARAT}") in jobs
+    # G3B, and exactly the runs that start from it (its weights are their inputs); the softmax run does not rerun
+    for rule in ("train", "evaluate"):
+        assert {wc for r, wc in jobs if r == rule} == {f"run={KARAT}", f"run={FINETUNE}", f"run={STUDENT}"}, sorted(jobs)
     assert ("report", "") in jobs
-    assert not any(SOFTMAX in wc for wc in runs), f"the softmax run must not rerun: {sorted(jobs)}"
+    assert not any(wc.endswith(f"run={SOFTMAX}") for _, wc in jobs), f"the softmax run must not rerun: {sorted(jobs)}"
     assert not any(rule in ("fetch", "prepare") for rule, _ in jobs)
+
+    # A retrained upstream / teacher (its published weights newer): exactly the runs that read them retrain
+    weights = snakemake_repo / f"runs/{PROFILE}/{KARAT}/best.safetensors"
+    stat = weights.stat()
+    os.utime(weights, (stat.st_atime, time.time() + 5))
+    try:
+        jobs, _ = _snakemake_plan(snakemake_repo, tools)
+    finally:
+        os.utime(weights, (stat.st_atime, stat.st_mtime))
+    assert {wc for r, wc in jobs if r == "train"} == {f"run={FINETUNE}", f"run={STUDENT}"}, sorted(jobs)
+    assert {wc for r, wc in jobs if r == "evaluate"} == {f"run={KARAT}", f"run={FINETUNE}", f"run={STUDENT}"}, \
+        sorted(jobs)   # KARAT's own evaluation reads its best weights too
+    assert not any(wc.endswith(f"run={SOFTMAX}") for _, wc in jobs), sorted(jobs)
 
     model_code = next((snakemake_repo / "src/karat/models").glob("*.py"))
     original = model_code.read_text()
@@ -167,7 +185,10 @@ def test_dvc_reruns_exactly_what_changed(dvc_repo, tools):
     finally:
         params.write_text(original)
     assert {f"train-{KARAT}", f"evaluate-{KARAT}", f"analyze-spectra-{KARAT}", "report"} <= ran, sorted(ran)
-    assert not any(SOFTMAX in s for s in ran), sorted(ran)
+    # the runs that start from G3B rerun with it, nothing of the softmax run does
+    assert {s for s in ran if s.startswith("train-")} == {f"train-{KARAT}", f"train-{FINETUNE}", f"train-{STUDENT}"}
+    assert {f"evaluate-{FINETUNE}", f"evaluate-{STUDENT}"} <= ran, sorted(ran)
+    assert not any(s.endswith(SOFTMAX) for s in ran), sorted(ran)
     assert not any(s.startswith(("fetch", "prepare")) for s in ran)
 
     model_code = next((dvc_repo / "src/karat/models").glob("*.py"))

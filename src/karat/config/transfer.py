@@ -12,8 +12,9 @@ A group of a profile may name where its runs start:
 ``attention_from: {model: vit_tiny_patch16_224, attention: G3B, mode: copy, ...}``
     every run of the group is trained with the attention maps of a frozen teacher: the run of ``model`` (default:
     the student's), ``attention`` and the student's seed on ``dataset`` (default: the student's), or ``run``.
-    Run id: ``<dataset>-<model>-<attention>-s<seed>-at<mode>-<teacher model>-<teacher attention>`` (plus
-    ``-<teacher dataset>`` when it is not the student's; ``-at<mode>-<run id>`` with ``run``).
+    Run id: ``<dataset>-<model>-<attention>-s<seed>-at<mode>-[<teacher model>-]<teacher attention>[-<teacher
+    dataset>]`` (teacher model / dataset only where they are not the student's; ``-at<mode>-<run id>`` with
+    ``run``).
 
 Ids of from-scratch runs end in ``-s<seed>``; derived ids never do, so the two never collide. The upstream /
 teacher run must be a run of the same profile: its weights file becomes an input of the derived run's train
@@ -49,8 +50,8 @@ def derived_id(base_id: str, dataset: str, model: str, kind: str, src: dict, up_
     mode = src.get("mode", ATTENTION_DEFAULTS["mode"])
     if "run" in src:
         return f"{base_id}-at{mode}-{up_id}"
-    t_dataset = src.get("dataset", dataset)
-    return (f"{base_id}-at{mode}-{src.get('model', model)}-{src['attention']}"
+    t_dataset, t_model = src.get("dataset", dataset), src.get("model", model)
+    return (f"{base_id}-at{mode}-" + (f"{t_model}-" if t_model != model else "") + src["attention"]
             + (f"-{t_dataset}" if t_dataset != dataset else ""))
 
 
