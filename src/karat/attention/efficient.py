@@ -14,14 +14,14 @@ phi_phi            Phi1(s)                            [P_hid] -> Phi2(h) -> [P_o
 
 (P = Algorithm 1, the simplex projection, where ``l1_projection`` puts it.)
 
-forward  (``KArAtAttentionFunction``), in row chunks: s = q k^T * scale (float32), h = stage1(s),
-         attn = stage2(h), out = attn v. Kept for backward: q, k, v (the storage the qkv projection's output
-         already occupies, and what fused softmax keeps too), h [B, heads, N, r] and the parameters. No
-         [B, h, N, N] tensor, no unit values.
+forward  (``KArAtAttentionFunction``), in row chunks (``row_chunk``): s = q k^T * scale (float32),
+         h = stage1(s), out = stage2(h) v. Kept for backward: q, k, v (the storage the qkv projection's
+         output already occupies, and what fused softmax keeps too), h [B, heads, N, r] and the parameters.
+         No [B, h, N, N] tensor, no unit values.
 backward, per row chunk: stage 2 and attn v are recomputed from the saved h under autograd and
-         back-propagated to dL/dh, dL/dv and stage 2's parameters; s is recomputed (one matmul) and stage 1 back-propagated with its saved
-         output (``KANSum`` with ``y_known``: the units are evaluated once more, inside their backward kernel,
-         never a second time for the value).
+         back-propagated to dL/dh, dL/dv and stage 2's parameters; s is recomputed (one matmul) and
+         stage 1 back-propagated with its saved output (``KANSum`` with ``y_known``: the units are
+         evaluated again only inside their backward kernels, not a second time for their value).
 
 The units are ``kernels.KANSum`` (fused kernels, nothing [.., out, in] kept); B-spline units (no fused
 kernel) use the reference evaluation inside the row chunk. The learnable units always compute in float32
