@@ -19,7 +19,9 @@ def test_names_shapes_and_timm_kwargs():
     assert m.patch_embed.num_patches + 1 == 65 and m.embed_dim == 384 and len(m.blocks) == 2
     assert abs(m.blocks[1].drop_path1.drop_prob - 0.1) < 1e-6
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 7)
-    assert len(MODEL_NAMES) == 6
+    from karat.config.models import VIT_NAMES
+    assert len(VIT_NAMES) == 6 and set(VIT_NAMES) <= set(MODEL_NAMES)
+    assert {"convit_tiny", "swin_tiny_patch4_window7_224"} <= set(MODEL_NAMES)
     with pytest.raises(ValueError, match="vit_huge.*allowed"):
         karat.create_model("vit_huge_patch14_224")
     with pytest.raises(ValueError, match="softmax_heads"):

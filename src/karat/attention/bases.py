@@ -237,16 +237,22 @@ class ShannonBasis(WaveletBasis):
 
 
 class BSplineBasis(Basis):
-    """sum_i c_i B_i(x): order-k B-splines on a uniform grid of G intervals over [-1, 1], extended by k knots
-    on each side (efficient-KAN / pykan layout: G + k coefficients per unit). PAPER §1.2 uses it for the
-    full-rank cost estimate only."""
+    """sum_i c_i B_i(x): order-k B-splines on a uniform grid of G intervals over ``grid_range`` ([-1, 1] by
+    default; [-I, I] for Table 14's plain KANs), extended by k knots on each side (efficient-KAN / pykan
+    layout: G + k coefficients per unit; outside the extended grid every spline is 0). PAPER §1.2 uses it for
+    the full-rank cost estimate, karat.models.kan for the plain KANs of Table 14."""
 
     name = "bspline"
 
     def __init__(self, heads, in_features, out_features, grid_size: int, spline_order: int,
                  grid_range: tuple[float, float] = (-1.0, 1.0)):
         super().__init__(heads, in_features, out_features)
+        lo, hi = (float(v) for v in grid_range)
+        if not lo < hi:
+            raise ValueError(f"bspline grid_range={tuple(grid_range)!r} is not allowed; allowed: (low, high) with "
+                             f"low < high")
         self.grid_size, self.spline_order = grid_size, spline_order
+        self.grid_range = (lo, hi)       # the knots cover [low, high] in G intervals, plus k on each side
         self.n_functions = grid_size + spline_order
         h = (grid_range[1] - grid_range[0]) / grid_size
         knots = torch.arange(-spline_order, grid_size + spline_order + 1, dtype=torch.float32) * h + grid_range[0]
@@ -277,13 +283,14 @@ WAVELETS = {c.name: c for c in (MexicanHatBasis, MorletBasis, DoGBasis, MeyerBas
 
 
 def make_basis(name: str, heads: int, in_features: int, out_features: int, *, grid_size: int = 3,
-               spline_order: int = 5, constant_term: bool = False) -> Basis:
+               spline_order: int = 5, constant_term: bool = False,
+               grid_range: tuple[float, float] = (-1.0, 1.0)) -> Basis:
     if name == "fourier":
         return FourierBasis(heads, in_features, out_features, grid_size, constant_term=constant_term)
     if name == "rational":
         return RationalBasis(heads, in_features, out_features)
     if name == "bspline":
-        return BSplineBasis(heads, in_features, out_features, grid_size, spline_order)
+        return BSplineBasis(heads, in_features, out_features, grid_size, spline_order, grid_range=grid_range)
     if name in WAVELETS:
         return WAVELETS[name](heads, in_features, out_features)
     raise ValueError(f"attention basis={name!r} is not allowed; allowed: fourier, rational, bspline, "

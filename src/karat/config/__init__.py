@@ -212,10 +212,10 @@ def _validate_references(params: dict) -> None:
             _check_members(f"{gw}.attentions", group["attentions"], attentions)
             if group["recipe"] not in recipes:
                 raise ParamsError(f"{gw}.recipe: {group['recipe']!r} is not a recipe; allowed: {sorted(recipes)}")
+            from .models import ALLOWED as _allowed_models, is_model_name
             for model in group["models"]:
-                if not MODEL_PATTERN.match(model):
-                    raise ParamsError(f"{gw}.models: {model!r} is not a known model; allowed: "
-                                      f"vit_{{tiny,small,base}}_patch16_224, vit_{{tiny,small,base}}_patch4_32")
+                if not is_model_name(model):
+                    raise ParamsError(f"{gw}.models: {model!r} is not a known model; allowed: {_allowed_models}")
         by_dataset = prof.get("overrides", {}).get("by_dataset", {})
         _check_members(f"{where}.overrides.by_dataset", list(by_dataset), datasets)
         for gi, group in enumerate(prof.get("detection", [])):
@@ -434,9 +434,14 @@ def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
     from karat.attention.config import check_heads, parse_attention  # no torch import
     from .models import model_config
 
+    from .models import family, geometry
     overrides = prof.get("model_overrides", {})
     for run in runs.values():
         where = f"profiles.{name}.groups[{run.group}] (run {run.run_id})"
+        if family(run.model) != "vit":
+            # ConViT / Swin / KAN: create_model checks the rest (windows, heads, universal Swin) on the meta device
+            _check_family_run(where, run)
+            continue
         arch = {**model_config(run.model), **overrides}
         if arch["embed_dim"] % arch["num_heads"]:
             raise ParamsError(f"profiles.{name}.model_overrides: embed_dim = {arch['embed_dim']} is not divisible by "
@@ -453,6 +458,20 @@ def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
                 f"{where}: batch_size = {batch} is larger than the {n_train} training images of {run.dataset} in "
                 f"subset {run.subset!r}: no full batch, no training step. Allowed: batch_size <= {n_train} "
                 f"(set it in recipe {run.recipe_name!r} or profiles.{name}.overrides.train).")
+
+
+def _check_family_run(where: str, run) -> None:
+    """A ConViT / Swin / KAN run is built on the meta device now (no memory, no data): a universal Swin, KArAt
+    on a model with no MHSA block or on a KAN, an image size Swin cannot window are refused before any job."""
+    try:
+        from karat.models import create_model
+    except ImportError:     # torch-free validation: the train stage builds it and raises the same error
+        return
+    try:
+        create_model(run.model, num_classes=run.num_classes, attention=run.attention, device="meta",
+                     **dict(run.model_kwargs or {}))
+    except ValueError as exc:
+        raise ParamsError(f"{where}: {exc}") from None
 
 
 def _check_analysis_options(profile: str, analysis: str, options: dict) -> None:

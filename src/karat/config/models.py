@@ -1,7 +1,21 @@
 """The registered model names and their shapes, torch-free: karat.models builds them, karat.config checks a
-profile's models and ``model_overrides`` against them before anything runs."""
+profile's models and ``model_overrides`` against them before anything runs.
+
+Families (``family(name)``):
+
+* ``vit``    karat's ViTs: ``vit_{tiny,small,base}_{patch16_224,patch4_32}`` (KArAt in every block).
+* ``convit`` timm's ConViT: ``convit_tiny`` (224/16, N = 197 in the 2 MHSA blocks) and the CIFAR-native
+  ``convit_tiny_patch4_32`` (N = 65). KArAt only in the MHSA blocks (the last 2); GPSA keeps its softmaxes.
+* ``swin``   timm's Swin: ``swin_tiny_patch4_window7_224`` (depths 2-2-6-2, heads 3-6-12-24, N = 49 per
+  window) and the CI-size ``swin_tiny_patch4_window7_56`` (depths 2-2, heads 3-6: one shifted block at
+  14 x 14 tokens, N = 49). Blockwise only.
+* ``kan``    plain multi-layer B-spline KANs (Table 14), no attention. The name carries the set-up:
+  ``bspline_kan_k<k>_g<G>_r<I>_h<w1>x<w2>...`` = spline order k, grid G, grid range [-I, I], hidden widths;
+  input 28 x 28 (KANbeFair), channels from the data set (``in_chans``, 3 for CIFAR, 1 for MNIST).
+"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 ARCHS = {
@@ -13,16 +27,101 @@ RESOLUTIONS = {
     "patch16_224": dict(patch_size=16, img_size=224),
     "patch4_32": dict(patch_size=4, img_size=32),
 }
-MODEL_NAMES = tuple(f"{a}_{r}" for r in RESOLUTIONS for a in ARCHS)
+VIT_NAMES = tuple(f"{a}_{r}" for r in RESOLUTIONS for a in ARCHS)
+
+# ConViT: timm's embed_dim is per head (48 x 4 heads = 192); the last ``depth - local_up_to_layer`` blocks are
+# MHSA. The paper's ConViT-Tiny has 10 GPSA + 2 MHSA blocks.
+CONVIT = {
+    "convit_tiny": dict(embed_dim=48, num_heads=4, depth=12, local_up_to_layer=10, locality_strength=1.0,
+                        patch_size=16, img_size=224),
+    "convit_tiny_patch4_32": dict(embed_dim=48, num_heads=4, depth=12, local_up_to_layer=10,
+                                  locality_strength=1.0, patch_size=4, img_size=32),
+}
+SWIN = {
+    "swin_tiny_patch4_window7_224": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                                         window_size=7, patch_size=4, img_size=224),
+    "swin_tiny_patch4_window7_56": dict(embed_dim=96, depths=(2, 2), num_heads=(3, 6), window_size=7,
+                                        patch_size=4, img_size=56),
+}
+KAN_PATTERN = re.compile(r"^bspline_kan_k(\d+)_g(\d+)_r(\d+)_h(\d+(?:x\d+)*)$")
+#: the KAN names the registry (and timm) know: Table 14's default cell and the widest one; any name that
+#: matches KAN_PATTERN is built by create_model.
+KAN_EXAMPLES = ("bspline_kan_k5_g10_r4_h10x10", "bspline_kan_k5_g10_r4_h40x40")
+KAN_IMG_SIZE = 28
+MODEL_NAMES = VIT_NAMES + tuple(CONVIT) + tuple(SWIN) + KAN_EXAMPLES
+ALLOWED = (", ".join(VIT_NAMES + tuple(CONVIT) + tuple(SWIN))
+           + ", bspline_kan_k<k>_g<G>_r<I>_h<w1>x<w2>... (e.g. bspline_kan_k5_g10_r4_h10x10)")
+
+
+def family(name: str) -> str:
+    """"vit", "convit", "swin" or "kan"; a ValueError naming the allowed names otherwise."""
+    if name in VIT_NAMES:
+        return "vit"
+    if name in CONVIT:
+        return "convit"
+    if name in SWIN:
+        return "swin"
+    if isinstance(name, str) and KAN_PATTERN.match(name):
+        return "kan"
+    raise ValueError(f"model name={name!r} is not allowed; allowed: {ALLOWED}")
+
+
+def is_model_name(name: Any) -> bool:
+    try:
+        family(name)
+    except ValueError:
+        return False
+    return True
+
+
+def kan_config(name: str) -> dict[str, Any]:
+    """{spline_order, grid_size, grid_range, hidden} of a KAN name."""
+    m = KAN_PATTERN.match(name) if isinstance(name, str) else None
+    if m is None:
+        raise ValueError(f"model name={name!r} is not a KAN name; allowed: bspline_kan_k<k>_g<G>_r<I>_h<w1>x<w2>...")
+    k, g, r = (int(m.group(i)) for i in (1, 2, 3))
+    hidden = tuple(int(w) for w in m.group(4).split("x"))
+    for field, v in (("k", k), ("g", g), ("r", r)) + tuple(("h", w) for w in hidden):
+        if v < 1:
+            raise ValueError(f"model name={name!r}: {field}={v} is not allowed; allowed: an integer >= 1")
+    return dict(spline_order=k, grid_size=g, grid_range=(-float(r), float(r)), hidden=hidden,
+                img_size=KAN_IMG_SIZE)
 
 
 def model_config(name: str) -> dict[str, Any]:
-    """The VisionTransformer keywords of a registered name."""
-    for arch, a in ARCHS.items():
-        for res, r in RESOLUTIONS.items():
-            if name == f"{arch}_{res}":
-                return {**a, **r}
-    raise ValueError(f"model name={name!r} is not allowed; allowed: {', '.join(MODEL_NAMES)}")
+    """The constructor keywords of a registered name (ViT: VisionTransformer's; ConViT / Swin: timm's
+    ConVit / SwinTransformer's; KAN: karat.models.kan.BSplineKAN's)."""
+    fam = family(name)
+    if fam == "vit":
+        for arch, a in ARCHS.items():
+            for res, r in RESOLUTIONS.items():
+                if name == f"{arch}_{res}":
+                    return {**a, **r}
+    if fam == "convit":
+        return dict(CONVIT[name])
+    if fam == "swin":
+        return dict(SWIN[name])
+    return kan_config(name)
 
 
-__all__ = ["ARCHS", "RESOLUTIONS", "MODEL_NAMES", "model_config"]
+def geometry(name: str, overrides: dict | None = None) -> dict[str, Any]:
+    """What config checks need, for every family: {"family", "embed_dim", "heads" (per attention block, the
+    smallest), "img_size", "patch_size"}; ``overrides`` = a profile's model_overrides."""
+    fam = family(name)
+    arch = {**model_config(name), **(overrides or {})}
+    if fam == "kan":
+        return {"family": fam, "embed_dim": None, "heads": None, "img_size": arch["img_size"], "patch_size": None}
+    if fam == "convit":
+        return {"family": fam, "embed_dim": arch["embed_dim"] * arch["num_heads"], "heads": arch["num_heads"],
+                "img_size": arch["img_size"], "patch_size": arch["patch_size"]}
+    if fam == "swin":
+        heads = arch["num_heads"]
+        heads = min(heads) if isinstance(heads, (tuple, list)) else heads
+        return {"family": fam, "embed_dim": arch["embed_dim"], "heads": heads, "img_size": arch["img_size"],
+                "patch_size": arch["patch_size"]}
+    return {"family": fam, "embed_dim": arch["embed_dim"], "heads": arch["num_heads"], "img_size": arch["img_size"],
+            "patch_size": arch["patch_size"]}
+
+
+__all__ = ["ARCHS", "RESOLUTIONS", "MODEL_NAMES", "VIT_NAMES", "CONVIT", "SWIN", "KAN_PATTERN", "model_config",
+           "family", "is_model_name", "kan_config", "geometry"]

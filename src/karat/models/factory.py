@@ -28,7 +28,7 @@ from ..attention.config import AttentionConfig, check_heads, parse_attention
 from ..attention.layer import KArAtAttention
 from ..attention.operator import KArAtOperator
 
-from ..config.models import ARCHS, MODEL_NAMES, RESOLUTIONS, model_config  # noqa: F401  (re-exported)
+from ..config.models import ARCHS, MODEL_NAMES, RESOLUTIONS, family, model_config  # noqa: F401  (re-exported)
 
 
 def build_operators(cfg: AttentionConfig, num_heads: int, tokens_per_block: list[int]
@@ -75,9 +75,32 @@ def attach_attention(model: VisionTransformer, cfg: AttentionConfig) -> None:
 
 
 def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[str, Any] | AttentionConfig = "softmax",
-                 **timm_kwargs) -> VisionTransformer:
+                 **timm_kwargs) -> nn.Module:
     """A timm VisionTransformer ``name`` (see module docstring) with ``attention``: "softmax", a paper label
-    ("G3B", "G1U") or an option dict (karat.attention.config)."""
+    ("G3B", "G1U") or an option dict (karat.attention.config).
+
+    Other families (karat.config.models): ``convit_tiny*`` (timm ConVit, KArAt in the MHSA blocks only,
+    karat.models.convit), ``swin_tiny_*`` (timm SwinTransformer, blockwise KArAt per window attention;
+    ``swin_mask``, karat.models.swin), ``bspline_kan_*`` (plain B-spline KANs, no attention: attention must
+    be "softmax"/"none", karat.models.kan)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"create_model: num_classes={num_classes!r} is not allowed; allowed: an integer >= 0")
+    fam = family(name)
+    if fam != "vit":
+        for bad in ("attn_layer", "num_classes"):
+            if bad in timm_kwargs:
+                raise ValueError(f"create_model: {bad} is set by karat and cannot be passed in timm_kwargs")
+        if fam == "convit":
+            from .convit import create_convit
+            model = create_convit(name, num_classes, attention, **timm_kwargs)
+        elif fam == "swin":
+            from .swin import create_swin
+            model = create_swin(name, num_classes, attention, **timm_kwargs)
+        else:
+            from .kan import create_kan
+            model = create_kan(name, num_classes, attention, **timm_kwargs)
+        model.karat_name = name
+        return model
     cfg = parse_attention(attention)
     kwargs = model_config(name)
     for bad in ("attn_layer", "num_classes"):
@@ -96,13 +119,26 @@ def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[st
 def karat_operators(model: nn.Module) -> list[tuple[int, KArAtOperator]]:
     """(block index, operator) for every block with KArAt heads; a universal operator appears once per block
     and is the same object every time."""
+    return [(i, op) for i, m in attention_modules(model) if (op := _operator(m)) is not None]
+
+
+def attention_modules(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """(block index, attention module) of every block whose attention karat built or swapped, in forward
+    order: karat's ViT layers (KArAtAttention) and the modules of other families whose softmax was replaced
+    (karat.models.swap: ConViT's MHSA blocks, Swin's window attentions, ViT-Det's). ConViT's GPSA blocks keep
+    their own softmaxes and are not listed."""
     out = []
-    for i, blk in enumerate(getattr(model, "blocks", [])):
-        attn = getattr(blk, "attn", None)
-        op = attn.operator if isinstance(attn, KArAtAttention) else None
-        if op is not None:
-            out.append((i, op))
+    for _, m in model.named_modules():
+        if isinstance(m, KArAtAttention) or hasattr(m, "karat_cfg"):
+            out.append((int(m.block_index), m))
     return out
+
+
+def _operator(m: nn.Module) -> KArAtOperator | None:
+    if isinstance(m, KArAtAttention):
+        return m.operator
+    from .swap import operator_of
+    return operator_of(m)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -24,20 +24,76 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.config import AttentionConfig
-from ..attention.operator import KArAtOperator
+from ..attention.operator import _BASE_ACT as _BASE_ACTIVATIONS, KArAtOperator
 
 
-def activate(module: nn.Module, scores: Tensor) -> Tensor:
+def activate(module: nn.Module, scores: Tensor, keep: Tensor | None = None) -> Tensor:
     """The attention matrix of ``scores`` [B, h, N, N] (bias already added): softmax for a softmax module,
-    else softmax on the first ``softmax_heads`` heads and the KArAt operator on the others (float32 rows)."""
+    else softmax on the first ``softmax_heads`` heads and the KArAt operator on the others (float32 rows).
+
+    ``keep`` (bool, broadcastable to [B, 1, N, N]; Swin's shifted windows): which (row, column) pairs may
+    interact. Softmax heads get timm's additive -100 on the others; KArAt heads are masked on both sides
+    (:func:`masked_operator`). While the module records (record_attention), (scores, matrix) are kept."""
     op = operator_of(module)
     if op is None:
-        return scores.softmax(dim=-1)
-    ks = module.karat_cfg.softmax_heads
-    act = op(scores[:, ks:])
-    if ks == 0:
-        return act
-    return torch.cat([scores[:, :ks].float().softmax(dim=-1).to(act.dtype), act], dim=1)
+        if keep is not None:
+            scores = scores.masked_fill(~keep, -100.0) if keep.dtype == torch.bool else scores
+        act = scores.softmax(dim=-1)
+    else:
+        ks = module.karat_cfg.softmax_heads
+        if keep is None:
+            act = op(scores[:, ks:])
+        else:
+            act = masked_operator(op, scores[:, ks:], keep)
+        if ks:
+            soft = scores[:, :ks].float()
+            if keep is not None:
+                soft = soft.masked_fill(~keep, -100.0)
+            act = torch.cat([soft.softmax(dim=-1).to(act.dtype), act], dim=1)
+    if module.__dict__.get("record"):
+        module.last_record = (scores.detach(), act.detach())
+    return act
+
+
+def masked_operator(op: KArAtOperator, scores: Tensor, keep: Tensor) -> Tensor:
+    """sigma-hat(a) with a mask on both sides (reference path, float32 units whatever the autocast): for row
+    i, Phi-hat_p = sum over the columns q with keep[i, q] of phi_pq(a_q) (masked inputs contribute nothing,
+    whatever phi_pq(.) is; a Fourier unit maps timm's -100 to a phase, not to 0) and the outputs of masked
+    columns are 0 (W cannot spread weight back onto them). Only the paper's operator W Phi(A) (any basis and
+    base activation, no l1 projection) has this form; the other operators are refused with the reason."""
+    cfg = op.cfg
+    if cfg.full_rank or cfg.operator != "w_phi" or cfg.l1_projection is not None:
+        raise ValueError(f"attention operator={cfg.operator!r}, rank={cfg.rank!r}, l1_projection={cfg.l1_projection!r} "
+                         f"is not allowed with masked (shifted) windows and swin_mask='both'; allowed: "
+                         f"operator='w_phi' with a low rank and no l1 projection, or swin_mask='additive'")
+    op.check_tokens(scores.shape[-1])
+    cd = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        x = scores.to(cd)
+        m = keep.to(cd).expand(x.shape[0], 1, *x.shape[2:])          # [B, 1, K, N]
+        layer = op.phi1
+        basis = layer.basis
+        scale = layer.unit_scale.to(cd)                               # [h, r, N]
+        name = getattr(basis, "name", "")
+        if name == "fourier":
+            if basis.a0 is not None:
+                raise ValueError("masked_operator: the Fourier constant term (full-rank layout) is not supported")
+            xm = x.unsqueeze(-1) * basis.frequencies(x)
+            mm = m.unsqueeze(-1)
+            z = torch.einsum("bhkqg,hpqg->bhkp", torch.cos(xm) * mm, basis.a.to(cd) * scale.unsqueeze(-1))
+            z = z + torch.einsum("bhkqg,hpqg->bhkp", torch.sin(xm) * mm, basis.b.to(cd) * scale.unsqueeze(-1))
+        elif name == "bspline":
+            z = torch.einsum("bhkqc,hpqc->bhkp", basis.splines(x) * m.unsqueeze(-1),
+                             basis.coef.to(cd) * scale.unsqueeze(-1))
+        else:
+            p = {k: v.to(cd).unsqueeze(1) for k, v in basis.unit_tensors().items()}   # [h, 1, r, N, ...]
+            vals = basis.phi(x.unsqueeze(-2), p)                                     # [B, h, K, r, N]
+            z = (vals * scale.unsqueeze(1) * m.unsqueeze(-2)).sum(-1)
+        act = _BASE_ACTIVATIONS.get(cfg.base_activation)
+        if act is not None:
+            z = z + torch.einsum("bhkq,hpq->bhkp", act(x) * m, layer.unit_base_weight.to(cd))
+        out = torch.einsum("bhkp,hlp->bhkl", z, op.w.to(cd))
+        return out * m
 
 
 def operator_of(module: nn.Module) -> KArAtOperator | None:
@@ -89,9 +145,66 @@ def _sam_forward(self, x: Tensor) -> Tensor:
     return x.view(B, H, W, -1)
 
 
+def _convit_forward(self, x: Tensor) -> Tensor:
+    """timm ``convit.MHSA.forward`` with the activation swapped (the 2 MHSA blocks of ConViT; N = 197 with the
+    class token). KArAt: float32 scores, as karat.attention does."""
+    B, N, C = x.shape
+    op = operator_of(self)
+    qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    if op is not None:
+        op.check_tokens(N)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            scores = (q.float() @ k.float().transpose(-2, -1)) * self.scale
+    else:
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+    attn = self.attn_drop(activate(self, scores).to(v.dtype))
+    x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+    x = self.proj(x)
+    return self.proj_drop(x)
+
+
+def _swin_forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """timm ``swin_transformer.WindowAttention.forward`` (non-fused branch) with the activation swapped:
+    scores = (q / sqrt(d_h)) k^T + relative position bias (before the activation, as before softmax), then
+    the operator of this block, shared by every window (as the softmax is). Shifted windows (``mask``
+    [nW, N, N], 0 / -100): ``swin_mask`` "both" (default) masks the KArAt heads on both sides
+    (:func:`masked_operator`: nothing crosses a mask); "additive" adds timm's -100 to the scores and applies
+    the operator to them, what a plain swap of the softmax does (masked tokens leak in: a Fourier unit turns
+    -100 into a phase, not a zero)."""
+    B_, N, C = x.shape
+    op = operator_of(self)
+    qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    if op is not None:
+        op.check_tokens(N)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            scores = (q.float() * self.scale) @ k.float().transpose(-2, -1)
+            scores = scores + self._get_rel_pos_bias().float()
+    else:
+        scores = (q * self.scale) @ k.transpose(-2, -1) + self._get_rel_pos_bias()
+    keep = None
+    if mask is not None:
+        num_win = mask.shape[0]
+        if op is None or self.__dict__.get("swin_mask", "both") == "additive":
+            scores = (scores.view(-1, num_win, self.num_heads, N, N)
+                      + mask.to(scores.dtype).unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, N, N)
+        else:
+            keep = (mask == 0).view(1, num_win, 1, N, N).expand(B_ // num_win, -1, -1, -1, -1).reshape(B_, 1, N, N)
+    attn = self.attn_drop(activate(self, scores, keep).to(v.dtype))
+    x = (attn @ v).transpose(1, 2).reshape(B_, N, -1)
+    x = self.proj(x)
+    return self.proj_drop(x)
+
+
+SWIN_MASKS = ("both", "additive")
+
+
 def _families() -> dict[type, Callable]:
+    from timm.models.convit import MHSA
+    from timm.models.swin_transformer import WindowAttention
     from timm.models.vision_transformer_sam import Attention as SamAttention
-    return {SamAttention: _sam_forward}
+    return {SamAttention: _sam_forward, MHSA: _convit_forward, WindowAttention: _swin_forward}
 
 
 FORWARDS: dict[type, Callable] = {}
@@ -113,14 +226,15 @@ def _karat_class(base: type) -> type:
 
 
 def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_index: int,
-                 operator: KArAtOperator | None = None) -> nn.Module:
+                 operator: KArAtOperator | None = None, **options) -> nn.Module:
     """A module that computes what timm attention ``module`` computes with its softmax replaced by a KArAt
     operator for rows of ``tokens`` (N) entries: an instance of the family's KArAt subclass holding the same
     parameters and submodules (``module`` itself is left as it was; put the result in its place, e.g.
     ``blk.attn = swap_softmax(blk.attn, ...)``).
 
     ``operator``: a universal operator shared by every block (kept by reference; the caller registers it
-    once); None builds a blockwise one (registered as ``.karat``)."""
+    once); None builds a blockwise one (registered as ``.karat``). ``options``: family options kept as
+    attributes of the new module (Swin: ``swin_mask`` in :data:`SWIN_MASKS`)."""
     if not cfg.is_karat:
         raise ValueError("swap_softmax: attention is softmax; nothing to swap (leave the module as it is)")
     cls = _karat_class(type(module))
@@ -140,6 +254,12 @@ def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_ind
         state[key] = dict(state[key])
     new.__dict__.update(state)
     new.karat_cfg, new.block_index = cfg, block_index
+    for key, value in options.items():
+        if key == "swin_mask" and value not in SWIN_MASKS:
+            raise ValueError(f"swin_mask={value!r} is not allowed; allowed: {', '.join(SWIN_MASKS)}")
+        if key not in ("swin_mask",):
+            raise ValueError(f"swap_softmax: option {key!r} is not allowed; allowed: swin_mask")
+        setattr(new, key, value)
     if operator is None:
         ref = next(module.parameters())
         with torch.device(ref.device):
@@ -149,4 +269,4 @@ def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_ind
     return new
 
 
-__all__ = ["swap_softmax", "activate", "operator_of", "FORWARDS"]
+__all__ = ["swap_softmax", "activate", "masked_operator", "operator_of", "FORWARDS", "SWIN_MASKS"]
