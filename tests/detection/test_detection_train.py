@@ -120,3 +120,44 @@ def test_overfit_detection_loss_falls(coco_tiny):
         losses.append(float(loss))
     assert all(l == l for l in losses)
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_and_resume_is_identical(coco_tiny, tmp_path):
+    """A run SIGKILLed right after its iteration-3 state was written resumes there and ends with the weights of
+    an uninterrupted run (deterministic on the CPU)."""
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ref = tiny_spec(coco_tiny[1], tmp_path / "ref", G1B, train={"eval_every": 4})
+    train_detection(ref, progress=False)
+    run = tiny_spec(coco_tiny[1], tmp_path / "killed", G1B, train={"eval_every": 4})
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
+                                     for k, v in dataclasses.asdict(run).items()}))
+    child = Path(__file__).with_name("_child.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(child), str(spec_file), "--hold-after-save", "3"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "after iteration 3" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and "after iteration 3" in seen[-1], (seen, proc.stderr.read()[-2000:])
+    assert ckpt.load_state(run.state_dir / "state.pt")["iteration"] == 3
+    assert not (run.out_dir / "model.safetensors").exists()
+    res = subprocess.run([sys.executable, str(child), str(spec_file)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0 and "resuming after iteration 3/4" in res.stdout, res.stderr[-2000:]
+    a = ckpt.read_weights(ref.out_dir / "model.safetensors")[0]
+    b = ckpt.read_weights(run.out_dir / "model.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
