@@ -117,7 +117,7 @@ def test_overfit_detection_loss_falls(coco_tiny):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert all(l == l for l in losses)
     assert losses[-1] < 0.6 * losses[0], losses
 
