@@ -1,0 +1,236 @@
+"""The `ci` profile on a real single-node SLURM cluster, through the shipped slurm workflow profile.
+
+`scripts/slurm/start.sh` brings the cluster up (slurmctld, slurmd, slurmdbd with MariaDB, munged; the
+Debian packages are installed if missing), the `ci` profile runs through
+`snakemake --workflow-profile workflow/profiles/slurm` in a fresh copy of the repository, and
+`scripts/slurm/stop.sh --purge` stops it again even when a test fails.
+
+Checks: every job of the DAG went through sbatch and srun (its SLURM log, named by its job id, runs the
+job's command, and accounting records the job and its srun step as completed); the tables equal those of
+the local `ci` run (conftest's session run; timing cells aside); a training job killed at its time limit is
+resubmitted and resumes after its last finished epoch (.karat_state/) instead of starting over; a job with
+an account the user does not have is refused with the account named.
+
+Needs root, and the SLURM packages or apt-get to install them (CI runs as root on a fresh Debian); skips and
+says why otherwise. Slow (several minutes on 2 cores): marked `pipeline`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import PROFILE
+from .test_end_to_end import KARAT, SOFTMAX, _tables
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
+
+# Its own directory and ports, so that a cluster a user started with the defaults is never touched.
+SLURM_DIR = "/tmp/karat-slurm-test"
+SLURM_PORT = "7817"
+ACCOUNT, PARTITION = "karat", "debug"
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client", "slurmdbd": "slurmdbd",
+            "munged": "munge", "mariadbd": "mariadb-server"}
+
+
+def _why_no_cluster() -> str | None:
+    if os.name != "posix" or os.geteuid() != 0:
+        return "needs root: scripts/slurm/start.sh installs the SLURM packages and starts its daemons as root"
+    missing = [pkg for prog, pkg in PACKAGES.items() if not shutil.which(prog, path=_sbin_path())]
+    if missing and not shutil.which("apt-get"):
+        return f"the SLURM packages ({', '.join(missing)}) are missing and there is no apt-get to install them"
+    return None
+
+
+def _sbin_path() -> str:
+    return os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+
+
+@pytest.fixture(scope="module")
+def slurm(tools):
+    """The cluster's environment for clients (SLURM_CONF, the account and partition the profile reads)."""
+    reason = _why_no_cluster()
+    if reason:
+        pytest.skip(reason)
+    env = tools.env()
+    env.update(PATH=_sbin_path() + os.pathsep + str(Path(tools.tool("python")).parent), KARAT_SLURM_DIR=SLURM_DIR,
+               KARAT_SLURM_PORT=SLURM_PORT, KARAT_SLURM_ACCOUNT=ACCOUNT, KARAT_SLURM_PARTITION=PARTITION,
+               KARAT_SLURM_KILL_WAIT="5")
+    env.pop("KARAT_SLURM_GPU_PARTITION", None)
+    scripts = tools.repo / "scripts" / "slurm"
+    try:
+        t0 = time.monotonic()
+        res = subprocess.run(["bash", str(scripts / "start.sh")], env=env, capture_output=True, text=True,
+                             timeout=900)
+        assert res.returncode == 0, f"scripts/slurm/start.sh failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        print(f"[slurm] cluster up in {time.monotonic() - t0:.1f} s")
+        yield {**env, "SLURM_CONF": f"{SLURM_DIR}/etc/slurm.conf"}
+    finally:
+        subprocess.run(["bash", str(scripts / "stop.sh"), "--purge"], env=env, capture_output=True, timeout=300)
+
+
+def _snakemake(repo: Path, env: dict, *args: str, timeout: int) -> tuple[int, str]:
+    """The slurm profile as shipped, plus: 2 threads per job (the local session run's thread count, so the
+    numbers are bit-identical), quick first status checks, and the SLURM logs of successful jobs kept."""
+    from .conftest import tool
+
+    cmd = [tool("snakemake"), "--workflow-profile", "workflow/profiles/slurm",
+           "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs", *args]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException as exc:  # the time is up, or the test run is interrupted: stop Snakemake and its jobs
+        proc.send_signal(signal.SIGINT)  # SIGTERM does not stop a Snakemake waiting on SLURM; SIGINT does
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise AssertionError(f"snakemake did not finish within {timeout} s:\n{out[-6000:]}") from None
+        raise
+    return proc.returncode, out
+
+
+def _sacct(env: dict, job_ids: list[str]) -> dict[str, str]:
+    """State of each job and job step (`123`, `123.batch`, `123.0`) as accounting records it."""
+    res = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,State"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return dict(line.split("|", 1) for line in res.stdout.splitlines() if "|" in line)
+
+
+def _submitted(out: str) -> list[tuple[str, Path]]:
+    """(SLURM job id, SLURM log) of every submission in Snakemake's output."""
+    return [(m.group(2), Path(m.group(3))) for m in SUBMITTED.finditer(out)]
+
+
+def _stages(repo: Path) -> list[tuple[str, list[str]]]:
+    """(command, outputs) of every stage of the `ci` profile, from the copy's own code and params.yaml."""
+    code = ("import json; from karat.pipeline import stages; "
+            f"print(json.dumps([[s.cmd, list(s.all_outputs)] for s in stages({PROFILE!r})]))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(repo / "src")})
+    assert res.returncode == 0, res.stderr
+    return [(cmd, outs) for cmd, outs in json.loads(res.stdout)]
+
+
+def check_jobs_went_through_slurm(repo: Path, out: str, env: dict, wait_s: float = 60) -> None:
+    """Every stage of the DAG ran as one SLURM job: its log is named by the job id and runs the stage's
+    command, and accounting has the job and its srun step (`<id>.0`) as COMPLETED."""
+    commands = [cmd for cmd, _ in _stages(repo)]
+    jobs = _submitted(out)
+    assert len(jobs) == len(commands), f"{len(commands)} stages, but {len(jobs)} SLURM submissions:\n{out[-3000:]}"
+    assert len({jid for jid, _ in jobs}) == len(jobs), jobs
+    ran = {}
+    for jid, log in jobs:
+        assert log.name == f"{jid}.log" and log.is_file(), f"no SLURM log {log} for job {jid}"
+        text = log.read_text()
+        found = [c for c in commands if f"Shell command: {c}\n" in text]
+        assert len(found) == 1, f"{log} runs none (or several) of the stage commands"
+        ran[found[0]] = jid
+    assert sorted(ran) == sorted(commands), "some stage ran twice and another not at all"
+    ids = [jid for jid, _ in jobs]
+    deadline = time.monotonic() + wait_s  # slurmctld hands finished jobs to slurmdbd asynchronously
+    while True:
+        states = _sacct(env, ids)
+        bad = {f"{j}{s}": states.get(f"{j}{s}") for j in ids for s in ("", ".0") if states.get(f"{j}{s}") != "COMPLETED"}
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not bad, f"jobs or srun steps not COMPLETED in accounting: {bad}"
+
+
+@pytest.fixture(scope="module")
+def slurm_repo(slurm, tools, tmp_path_factory):
+    repo = tools.copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
+    t0 = time.monotonic()
+    rc, out = _snakemake(repo, slurm, "--config", f"profile={PROFILE}", "threads_per_job=2", timeout=2400)
+    assert rc == 0, f"snakemake through SLURM failed ({rc}):\n{out[-8000:]}"
+    print(f"[slurm] the ci profile through SLURM took {time.monotonic() - t0:.0f} s")
+    return repo, out
+
+
+def test_ci_profile_runs_every_job_through_slurm(slurm_repo, slurm):
+    repo, out = slurm_repo
+    missing = [o for _, outs in _stages(repo) for o in outs if not (repo / o).exists()]
+    assert not missing
+    check_jobs_went_through_slurm(repo, out, slurm)
+    # the check fails where a job is not in accounting (a job id SLURM never gave)
+    first = SUBMITTED.search(out)
+    forged = out.replace(f"SLURM jobid {first.group(2)} (log:", "SLURM jobid 999999 (log:", 1)
+    Path(first.group(3)).rename(Path(first.group(3)).with_name("999999.log"))
+    try:
+        with pytest.raises(AssertionError, match="999999"):
+            check_jobs_went_through_slurm(repo, forged, slurm, wait_s=0)
+    finally:
+        Path(first.group(3)).with_name("999999.log").rename(first.group(3))
+
+
+def test_tables_equal_the_local_run(slurm_repo, snakemake_repo):
+    a, b = _tables(slurm_repo[0]), _tables(snakemake_repo)
+    assert a and sorted(a) == sorted(b)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=False, rtol=0, atol=1e-9, obj=name)
+    # the comparison sees a changed number
+    name = next(n for n in sorted(a) if a[n].select_dtypes("number").size)
+    changed = a[name].copy()
+    col = changed.select_dtypes("number").columns[0]
+    changed.loc[changed.index[0], col] = changed[col].iloc[0] + 1e-6
+    with pytest.raises(AssertionError):
+        pd.testing.assert_frame_equal(changed, b[name], check_exact=False, rtol=0, atol=1e-9)
+
+
+def test_wrong_account_is_refused(slurm_repo, slurm):
+    repo = slurm_repo[0]
+    env = {**slurm, "KARAT_SLURM_ACCOUNT": "no_such_account"}
+    target = f"runs/{PROFILE}/{SOFTMAX}/metrics.json"
+    rc, out = _snakemake(repo, env, target, "--config", f"profile={PROFILE}", "threads_per_job=2", "--forcerun",
+                         "evaluate", "--retries", "0", timeout=300)
+    assert rc != 0 and "no_such_account" in out and "invalid" in out, out[-3000:]
+    assert not _submitted(out), "a job was submitted with an account the user does not have"
+
+
+def _epoch_seconds(repo: Path, run_id: str) -> float:
+    with open(repo / "runs" / PROFILE / run_id / "log.csv") as f:
+        return min(float(row["epoch_time_s"]) for row in csv.DictReader(f))
+
+
+def test_time_limit_kill_resumes_when_resubmitted(slurm_repo, slurm):
+    """A 1-minute limit kills the first attempt of a training of ~150 s; Snakemake resubmits it (retries)
+    with a longer limit and it resumes after its last finished epoch."""
+    repo = slurm_repo[0]
+    epochs = min(80, max(12, math.ceil(150 / _epoch_seconds(repo, KARAT))))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profiles"][PROFILE]["overrides"]["train"]["epochs"] = epochs
+    (repo / "params_resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_dir = repo / "runs" / PROFILE / KARAT
+    # (targets first: --config and --set-resources take every word that follows them)
+    rc, out = _snakemake(repo, slurm, f"{run_dir.relative_to(repo)}/train.json", "--config", f"profile={PROFILE}",
+                         "threads_per_job=2", "params=params_resume.yaml", "--retries", "1", "--force",
+                         "--rerun-triggers", "mtime", "--set-resources", "train:runtime=1 if attempt == 1 else 60",
+                         timeout=1800)
+    assert rc == 0, f"snakemake failed ({rc}):\n{out[-8000:]}"
+    ids = [jid for jid, log in _submitted(out) if "rule_train" in str(log)]
+    assert len(ids) == 2, f"expected a killed and a resubmitted training job, got {ids}:\n{out[-4000:]}"
+    states = _sacct(slurm, ids)
+    assert [states.get(i) for i in ids] == ["TIMEOUT", "COMPLETED"], (states, out[-4000:])
+    record = json.loads((run_dir / "train.json").read_text())
+    starts = [s["start_epoch"] for s in record["sessions"]]
+    assert len(starts) == 2 and starts[0] == 0 and 1 <= starts[1] < epochs, starts
+    with open(run_dir / "log.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
+    assert record["epochs"] == epochs
