@@ -56,18 +56,18 @@ def test_swin_counts(attention, total, act):
 
 @pytest.mark.parametrize("cin, total", [(3, 426_990), (1, 144_750)])
 def test_kan_counts(cin, total):
-    m = karat.create_model("bspline_kan_k5_g10_r4_h10x10", num_classes=10, in_chans=cin)
+    m = karat.create_model("kan_k5_g10_r4_h10x10", num_classes=10, in_chans=cin)
     assert count_parameters(m)["total"] == total
     assert kan_parameter_formula([28 * 28 * cin, 10, 10, 10], 10, 5) == total
     # a wider one follows the same formula
-    w = karat.create_model("bspline_kan_k3_g20_r6_h20x40", num_classes=100)
+    w = karat.create_model("kan_k3_g20_r6_h20x40", num_classes=100)
     assert count_parameters(w)["total"] == kan_parameter_formula([2352, 20, 40, 100], 20, 3)
 
 
 def test_kan_grid_range_is_real_and_trains():
     torch.manual_seed(0)
-    a = karat.create_model("bspline_kan_k3_g10_r1_h10x10", num_classes=10)
-    b = karat.create_model("bspline_kan_k3_g10_r8_h10x10", num_classes=10)
+    a = karat.create_model("kan_k3_g10_r1_h10x10", num_classes=10)
+    b = karat.create_model("kan_k3_g10_r8_h10x10", num_classes=10)
     ka, kb = a.layers[0].basis.knots, b.layers[0].basis.knots
     assert a.layers[0].basis.grid_range == (-1.0, 1.0) and b.layers[0].basis.grid_range == (-8.0, 8.0)
     # knots: G intervals over [-I, I] plus k on each side
@@ -90,11 +90,11 @@ def test_kan_grid_range_is_real_and_trains():
     with pytest.raises(ValueError, match="input shape.*allowed.*img_size"):
         b(torch.randn(2, 3, 32, 32))
     with pytest.raises(ValueError, match="attention='G3B' is not allowed.*no attention"):
-        karat.create_model("bspline_kan_k5_g10_r4_h10x10", attention="G3B")
+        karat.create_model("kan_k5_g10_r4_h10x10", attention="G3B")
     with pytest.raises(ValueError, match="grid_range"):
-        karat.create_model("bspline_kan_k5_g10_r4_h10x10", grid_range=(2.0, -2.0))
-    with pytest.raises(ValueError, match="bspline_kan_k5_g0.*g=0.*allowed"):
-        karat.create_model("bspline_kan_k5_g0_r4_h10x10")
+        karat.create_model("kan_k5_g10_r4_h10x10", grid_range=(2.0, -2.0))
+    with pytest.raises(ValueError, match="kan_k5_g0.*g=0.*allowed"):
+        karat.create_model("kan_k5_g0_r4_h10x10")
 
 
 def test_bad_input_refused_with_reasons():
@@ -103,12 +103,12 @@ def test_bad_input_refused_with_reasons():
     with pytest.raises(ValueError, match="img_size=100 is not allowed.*multiple of.*224|img_size=100 is not allowed"):
         karat.create_model(SWIN, attention="G3B", img_size=100, device="meta")
     with pytest.raises(ValueError, match="img_size=64 is not allowed.*= 56"):
-        karat.create_model("swin_tiny_patch4_window7_56", img_size=64, device="meta")
+        karat.create_model("swin_tiny_w7_56", img_size=64, device="meta")
     # KArAt on GPSA: a ConViT whose blocks are all GPSA has nowhere to put KArAt
     with pytest.raises(ValueError, match="no MHSA block for KArAt"):
         karat.create_model(CONVIT, attention="G3B", local_up_to_layer=12, device="meta")
     with pytest.raises(ValueError, match="swin_mask='none' is not allowed; allowed: both, additive"):
-        karat.create_model("swin_tiny_patch4_window7_56", attention="G3B", swin_mask="none", device="meta")
+        karat.create_model("swin_tiny_w7_56", attention="G3B", swin_mask="none", device="meta")
     with pytest.raises(ValueError, match="model name='convit_huge' is not allowed"):
         karat.create_model("convit_huge")
 
@@ -133,7 +133,7 @@ def test_masked_operator_without_mask_is_the_operator(spec):
 
 def _shifted_block():
     torch.manual_seed(0)
-    m = karat.create_model("swin_tiny_patch4_window7_56", num_classes=10, attention="G3B").eval()
+    m = karat.create_model("swin_tiny_w7_56", num_classes=10, attention="G3B").eval()
     blocks = [b for _, b in window_blocks(m) if any(b.shift_size)]
     assert len(blocks) == 1          # the CI variant has exactly one shifted block (stage 1, block 1)
     return m, blocks[0]
@@ -250,3 +250,39 @@ def test_convit_softmax_swap_is_timm():
         sw = swap_softmax(blk.attn, parse_attention("G3B"), 65, 2)
         del sw._modules["karat"]
         assert torch.allclose(sw(x), ref, atol=1e-5)
+
+
+def test_params_refuse_family_misuse_before_any_work():
+    """params.yaml validation (torch-free) refuses what create_model would, naming the run and the value."""
+    import copy as _copy
+    from pathlib import Path
+    from karat.config import ParamsError, load_params, validate_params
+    from karat.config.models import check_family
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+
+    def group(**g):
+        p = _copy.deepcopy(params)
+        p["profiles"]["demo"]["groups"].append({"name": "bad", "datasets": ["cifar10"], "seeds": [7],
+                                               "recipe": "demo", **g})
+        return p
+    from karat.config import expand_profile
+    cases = [
+        (dict(models=["swin_tiny_w7_56"], attentions=["G3U"], model_overrides={}), "universal.*not allowed for Swin"),
+        (dict(models=["swin_tiny_w7_56"], attentions=["G3B"], model_overrides={"img_size": 64}), "img_size=64"),
+        (dict(models=["swin_tiny_w7_56"], attentions=["G3B"], model_overrides={"swin_mask": "x"}), "swin_mask='x'"),
+        (dict(models=["convit_tiny_patch4_32"], attentions=["G3B"], model_overrides={"local_up_to_layer": 12}),
+         "no MHSA block"),
+        (dict(models=["kan_k5_g10_r4_h10x10"], attentions=["G3B"], model_overrides={}), "a plain KAN has no attention"),
+    ]
+    for g, pattern in cases:
+        p = group(**g)
+        with pytest.raises(ParamsError, match=pattern):
+            validate_params(p)
+            expand_profile(p, "demo")
+    # the same groups with valid settings pass
+    ok = group(models=["swin_tiny_w7_56"], attentions=["G3B"], model_overrides={"swin_mask": "additive"})
+    validate_params(ok)
+    assert "cifar10-swin_tiny_w7_56-G3B-s7" in expand_profile(ok, "demo").runs
+    check_family("convit_tiny", "G3U")
+    with pytest.raises(ValueError, match="model name='vit_huge' is not allowed"):
+        check_family("vit_huge", "G3B")

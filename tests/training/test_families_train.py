@@ -15,8 +15,8 @@ from .conftest import tiny_spec
 CASES = [
     # (model, attention, model_kwargs, data overrides)
     ("convit_tiny_patch4_32", "G3B", {"depth": 3, "embed_dim": 16, "num_heads": 2}, {}),
-    ("swin_tiny_patch4_window7_56", "G3B", {"embed_dim": 12, "num_heads": (1, 2)}, {"img_size": 56, "crop": "none"}),
-    ("bspline_kan_k5_g10_r4_h10x10", "softmax", {}, {"img_size": 28, "crop": "none", "hflip": 0.0}),
+    ("swin_tiny_w7_56", "G3B", {"embed_dim": 12, "num_heads": (1, 2)}, {"img_size": 56, "crop": "none"}),
+    ("kan_k5_g10_r4_h10x10", "softmax", {}, {"img_size": 28, "crop": "none", "hflip": 0.0}),
 ]
 
 

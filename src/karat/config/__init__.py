@@ -360,7 +360,8 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                             dataset=dataset, subset=subset, prepared_dir=need.prepared_dir,
                             num_classes=params["datasets"][dataset]["num_classes"], seed=seed,
                             recipe_name=group["recipe"], recipe=copy.deepcopy(recipe),
-                            model_kwargs=copy.deepcopy(prof.get("model_overrides", {})),
+                            model_kwargs=copy.deepcopy(group.get("model_overrides",
+                                                                 prof.get("model_overrides", {}))),
                             gpus=prof.get("gpus_per_run", 1),
                             out_dir=Path("runs") / name / run_id,
                             state_dir=Path(".karat_state") / name / run_id)
@@ -434,15 +435,14 @@ def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
     from karat.attention.config import check_heads, parse_attention  # no torch import
     from .models import model_config
 
-    from .models import family, geometry
-    overrides = prof.get("model_overrides", {})
+    from .models import family
     for run in runs.values():
         where = f"profiles.{name}.groups[{run.group}] (run {run.run_id})"
         if family(run.model) != "vit":
             # ConViT / Swin / KAN: create_model checks the rest (windows, heads, universal Swin) on the meta device
             _check_family_run(where, run)
             continue
-        arch = {**model_config(run.model), **overrides}
+        arch = {**model_config(run.model), **run.model_kwargs}
         if arch["embed_dim"] % arch["num_heads"]:
             raise ParamsError(f"profiles.{name}.model_overrides: embed_dim = {arch['embed_dim']} is not divisible by "
                               f"num_heads = {arch['num_heads']} (model {run.model}); allowed: a multiple of the head "
@@ -461,15 +461,12 @@ def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
 
 
 def _check_family_run(where: str, run) -> None:
-    """A ConViT / Swin / KAN run is built on the meta device now (no memory, no data): a universal Swin, KArAt
-    on a model with no MHSA block or on a KAN, an image size Swin cannot window are refused before any job."""
+    """A ConViT / Swin / KAN run's family rules (karat.config.models.check_family, the checks create_model makes):
+    a universal Swin, KArAt on a model with no MHSA block or on a KAN, an image size Swin cannot window are
+    refused before any job."""
+    from .models import check_family     # torch-free: the orchestrators validate without importing torch
     try:
-        from karat.models import create_model
-    except ImportError:     # torch-free validation: the train stage builds it and raises the same error
-        return
-    try:
-        create_model(run.model, num_classes=run.num_classes, attention=run.attention, device="meta",
-                     **dict(run.model_kwargs or {}))
+        check_family(run.model, run.attention, dict(run.model_kwargs or {}))
     except ValueError as exc:
         raise ParamsError(f"{where}: {exc}") from None
 
@@ -488,12 +485,25 @@ def _check_analysis_options(profile: str, analysis: str, options: dict) -> None:
 # Analyses that run a run's model on images: a copy-mode attention-transfer student has no attention of its
 # own (its maps come from its teacher), so they cannot analyse it alone.
 _MODEL_ANALYSES = ("landscape", "attention_maps", "spectra", "functions")
+# Analyses that apply to every model family (they read log.csv only).
+ANY_FAMILY_ANALYSES = ("curves",)
 
 
 def _select_runs(profile: str, analysis: str, selector: Any, runs: dict) -> list[str]:
     """``all`` / ``kan`` / an attention label select the runs trained from scratch (the paper analyses those;
     fine-tuned and attention-transfer runs are analysed when named by id)."""
     scratch = {rid: spec for rid, spec in runs.items() if not spec.derived_from}
+    if analysis not in ANY_FAMILY_ANALYSES:
+        # The per-run analyses read each block's attention through karat.attention's layers (plain ViT blocks):
+        # ConViT (GPSA blocks), Swin (windows) and plain KAN runs are left out of all / kan / label selections
+        # and refused by id, with that reason. Their training curves (curves) are analysed like any run's.
+        from .models import family
+        for item in (selector if isinstance(selector, list) else []):
+            if item in runs and family(runs[item].model) != "vit":
+                raise ParamsError(f"profiles.{profile}.analyses.{analysis}.runs: {item!r} is a {runs[item].model} run; "
+                                  f"allowed here: ViT runs (this analysis reads plain ViT attention blocks; "
+                                  f"ConViT / Swin / KAN runs have only the curves analysis)")
+        scratch = {rid: spec for rid, spec in scratch.items() if family(spec.model) == "vit"}
     if selector == "all":
         return list(scratch)
     if selector == "kan":

@@ -7,10 +7,10 @@ Families (``family(name)``):
 * ``convit`` timm's ConViT: ``convit_tiny`` (224/16, N = 197 in the 2 MHSA blocks) and the CIFAR-native
   ``convit_tiny_patch4_32`` (N = 65). KArAt only in the MHSA blocks (the last 2); GPSA keeps its softmaxes.
 * ``swin``   timm's Swin: ``swin_tiny_patch4_window7_224`` (depths 2-2-6-2, heads 3-6-12-24, N = 49 per
-  window) and the CI-size ``swin_tiny_patch4_window7_56`` (depths 2-2, heads 3-6: one shifted block at
+  window) and the CI-size ``swin_tiny_w7_56`` (depths 2-2, heads 3-6: one shifted block at
   14 x 14 tokens, N = 49). Blockwise only.
 * ``kan``    plain multi-layer B-spline KANs (Table 14), no attention. The name carries the set-up:
-  ``bspline_kan_k<k>_g<G>_r<I>_h<w1>x<w2>...`` = spline order k, grid G, grid range [-I, I], hidden widths;
+  ``kan_k<k>_g<G>_r<I>_h<w1>x<w2>...`` = spline order k, grid G, grid range [-I, I], hidden widths;
   input 28 x 28 (KANbeFair), channels from the data set (``in_chans``, 3 for CIFAR, 1 for MNIST).
 """
 from __future__ import annotations
@@ -40,17 +40,17 @@ CONVIT = {
 SWIN = {
     "swin_tiny_patch4_window7_224": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
                                          window_size=7, patch_size=4, img_size=224),
-    "swin_tiny_patch4_window7_56": dict(embed_dim=96, depths=(2, 2), num_heads=(3, 6), window_size=7,
+    "swin_tiny_w7_56": dict(embed_dim=96, depths=(2, 2), num_heads=(3, 6), window_size=7,
                                         patch_size=4, img_size=56),
 }
-KAN_PATTERN = re.compile(r"^bspline_kan_k(\d+)_g(\d+)_r(\d+)_h(\d+(?:x\d+)*)$")
+KAN_PATTERN = re.compile(r"^kan_k(\d+)_g(\d+)_r(\d+)_h(\d+(?:x\d+)*)$")
 #: the KAN names the registry (and timm) know: Table 14's default cell and the widest one; any name that
 #: matches KAN_PATTERN is built by create_model.
-KAN_EXAMPLES = ("bspline_kan_k5_g10_r4_h10x10", "bspline_kan_k5_g10_r4_h40x40")
+KAN_EXAMPLES = ("kan_k5_g10_r4_h10x10", "kan_k5_g10_r4_h40x40")
 KAN_IMG_SIZE = 28
 MODEL_NAMES = VIT_NAMES + tuple(CONVIT) + tuple(SWIN) + KAN_EXAMPLES
 ALLOWED = (", ".join(VIT_NAMES + tuple(CONVIT) + tuple(SWIN))
-           + ", bspline_kan_k<k>_g<G>_r<I>_h<w1>x<w2>... (e.g. bspline_kan_k5_g10_r4_h10x10)")
+           + ", kan_k<k>_g<G>_r<I>_h<w1>x<w2>... (e.g. kan_k5_g10_r4_h10x10)")
 
 
 def family(name: str) -> str:
@@ -78,7 +78,7 @@ def kan_config(name: str) -> dict[str, Any]:
     """{spline_order, grid_size, grid_range, hidden} of a KAN name."""
     m = KAN_PATTERN.match(name) if isinstance(name, str) else None
     if m is None:
-        raise ValueError(f"model name={name!r} is not a KAN name; allowed: bspline_kan_k<k>_g<G>_r<I>_h<w1>x<w2>...")
+        raise ValueError(f"model name={name!r} is not a KAN name; allowed: kan_k<k>_g<G>_r<I>_h<w1>x<w2>...")
     k, g, r = (int(m.group(i)) for i in (1, 2, 3))
     hidden = tuple(int(w) for w in m.group(4).split("x"))
     for field, v in (("k", k), ("g", g), ("r", r)) + tuple(("h", w) for w in hidden):
@@ -123,5 +123,49 @@ def geometry(name: str, overrides: dict | None = None) -> dict[str, Any]:
             "patch_size": arch["patch_size"]}
 
 
-__all__ = ["ARCHS", "RESOLUTIONS", "MODEL_NAMES", "VIT_NAMES", "CONVIT", "SWIN", "KAN_PATTERN", "model_config",
+def check_windowable(name: str, img_size: Any, patch_size: int, window_size: int, stages: int) -> None:
+    """Swin: every stage's token grid must be a whole number of windows (no padding, no shrunk windows: N = w^2)."""
+    unit = patch_size * window_size * 2 ** (stages - 1)
+    sizes = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, int) or s < unit or s % unit:
+            raise ValueError(f"{name}: img_size={img_size!r} is not allowed; allowed: a multiple of patch_size x "
+                             f"window_size x 2^(stages - 1) = {patch_size} x {window_size} x {2 ** (stages - 1)} = "
+                             f"{unit} (every stage must split into whole {window_size} x {window_size} windows)")
+
+
+def check_family(name: str, attention: Any, kwargs: dict | None = None) -> None:
+    """What create_model refuses for a ConViT / Swin / KAN, without torch (params validation runs it before any
+    job): a universal Swin, an image size Swin cannot window, a bad swin_mask, KArAt on a ConViT with no MHSA
+    block, KArAt on a KAN, softmax_heads that leave no KArAt head."""
+    from karat.attention.config import check_heads, parse_attention   # torch-free
+    fam = family(name)
+    cfg = parse_attention(attention)
+    kw = {**model_config(name), **(kwargs or {})}
+    if fam == "swin":
+        mask = kw.get("swin_mask", "both")
+        if mask not in ("both", "additive"):
+            raise ValueError(f"{name}: swin_mask={mask!r} is not allowed; allowed: both, additive")
+        if cfg.is_karat and cfg.mode == "universal":
+            raise ValueError(f"{name}: attention mode='universal' is not allowed for Swin; allowed: mode='blockwise'. "
+                             f"A universal operator is one set of per-head operators for every block, but Swin's "
+                             f"head count changes from stage to stage (e.g. 3-6-12-24)")
+        check_windowable(name, kw["img_size"], kw["patch_size"], kw["window_size"], len(kw["depths"]))
+        heads = kw["num_heads"]
+        for h in (heads if isinstance(heads, (tuple, list)) else [heads]):
+            check_heads(cfg, h)
+    elif fam == "convit":
+        depth, local = kw["depth"], kw["local_up_to_layer"]
+        if "depth" in (kwargs or {}) and "local_up_to_layer" not in kwargs:
+            local = max(0, depth - 2)          # as create_model: always the paper's 2 MHSA blocks
+        if cfg.is_karat and local >= depth:
+            raise ValueError(f"{name}: depth={depth}, local_up_to_layer={local} leaves no MHSA block for KArAt; "
+                             f"allowed: local_up_to_layer < depth")
+        check_heads(cfg, kw["num_heads"])
+    elif fam == "kan" and cfg.is_karat:
+        raise ValueError(f"{name}: attention={attention!r} is not allowed; allowed: 'softmax' or 'none' (a plain KAN "
+                         f"has no attention; the name sets its units)")
+
+
+__all__ = ["check_windowable", "check_family", "ARCHS", "RESOLUTIONS", "MODEL_NAMES", "VIT_NAMES", "CONVIT", "SWIN", "KAN_PATTERN", "model_config",
            "family", "is_model_name", "kan_config", "geometry"]

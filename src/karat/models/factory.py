@@ -81,7 +81,7 @@ def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[st
 
     Other families (karat.config.models): ``convit_tiny*`` (timm ConVit, KArAt in the MHSA blocks only,
     karat.models.convit), ``swin_tiny_*`` (timm SwinTransformer, blockwise KArAt per window attention;
-    ``swin_mask``, karat.models.swin), ``bspline_kan_*`` (plain B-spline KANs, no attention: attention must
+    ``swin_mask``, karat.models.swin), ``kan_k*`` (plain B-spline KANs, no attention: attention must
     be "softmax"/"none", karat.models.kan)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
         raise ValueError(f"create_model: num_classes={num_classes!r} is not allowed; allowed: an integer >= 0")

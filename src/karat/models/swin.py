@@ -29,7 +29,7 @@ from torch import nn
 
 from ..attention.config import AttentionConfig, check_heads, parse_attention
 from ..attention.operator import KArAtOperator
-from ..config.models import model_config
+from ..config.models import check_windowable, model_config  # noqa: F401  (re-exported)
 from .swap import SWIN_MASKS, swap_softmax
 
 
@@ -41,17 +41,6 @@ def window_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
             out.append((i, blk))
             i += 1
     return out
-
-
-def check_windowable(name: str, img_size: Any, patch_size: int, window_size: int, stages: int) -> None:
-    """Every stage's token grid must be a whole number of windows (no padding, no shrunk windows: N = w^2)."""
-    unit = patch_size * window_size * 2 ** (stages - 1)
-    sizes = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, int) or s < unit or s % unit:
-            raise ValueError(f"{name}: img_size={img_size!r} is not allowed; allowed: a multiple of patch_size x "
-                             f"window_size x 2^(stages - 1) = {patch_size} x {window_size} x {2 ** (stages - 1)} = "
-                             f"{unit} (every stage must split into whole {window_size} x {window_size} windows)")
 
 
 def create_swin(name: str, num_classes: int, attention: str | Mapping[str, Any] | AttentionConfig,

@@ -34,9 +34,28 @@ FAMILY_NAMES = {"vit_tiny": "ViT-Tiny", "vit_small": "ViT-Small", "vit_base": "V
 
 
 def model_family(model: str) -> str:
-    """``vit_tiny_patch4_32`` -> ``vit_tiny``; names outside the ViT registry are their own family."""
+    """``vit_tiny_patch4_32`` -> ``vit_tiny``; ``convit_tiny*`` -> ``convit_tiny``, ``swin_tiny_*`` ->
+    ``swin_tiny``, ``kan_k*`` -> ``bspline_kan`` (the paper tables' model keys); other names are their
+    own family."""
     m = MODEL_RE.match(model)
-    return f"vit_{m.group(1)}" if m else model
+    if m:
+        return f"vit_{m.group(1)}"
+    for fam in ("convit_tiny", "swin_tiny"):
+        if model == fam or model.startswith(fam + "_"):
+            return fam
+    from karat.config.models import KAN_PATTERN
+    return "bspline_kan" if KAN_PATTERN.match(model) else model
+
+
+def kan_cell(model: str) -> dict | None:
+    """A KAN run's Table 14 row keys {k, G, range, layers} as the paper prints them, from its name."""
+    from karat.config.models import KAN_PATTERN, kan_config
+    if not KAN_PATTERN.match(model):
+        return None
+    c = kan_config(model)
+    r = int(c["grid_range"][1])
+    return {"k": c["spline_order"], "G": c["grid_size"], "range": f"(-{r},{r})",
+            "layers": "(" + ",".join(map(str, c["hidden"])) + ")"}
 
 
 def model_geometry(model: str) -> tuple[int, int] | None:
@@ -59,6 +78,8 @@ def run_experiment(spec: Any) -> str:
     (``attention_from``) Table 4, every other run Table 1 and the rest. (``recipe.train.finetune_from`` /
     ``attention_from`` are read too: runs made by hand in tests.)"""
     train = (getattr(spec, "recipe", None) or {}).get("train", {})
+    if model_family(getattr(spec, "model", "")) == "bspline_kan":
+        return "bspline_kan"
     if getattr(spec, "attention_from", None) or train.get("attention_from"):
         return "attention_transfer"
     if getattr(spec, "finetune_from", None) or train.get("finetune_from"):
@@ -162,6 +183,11 @@ class Results:
         if experiment == "detection":  # Table 12: the backbone's init too
             from .detection import matches_init
             matches = [r for r in matches if matches_init(r, extra)]
+        if experiment == "bspline_kan":  # Table 14: the KAN's k, G, grid range and hidden widths too
+            keys = ("k", "G", "range", "layers")
+            matches = [r for r in matches
+                       if {k: str(v) for k, v in (kan_cell(r.spec.model) or {}).items()}
+                       == {k: str(extra.get(k)) for k in keys}]
         if experiment == "attention_transfer" and extra.get("transfer_from"):  # Table 4: the teacher too
             matches = [r for r in matches if transfer_source(r.spec) == extra["transfer_from"]]
         if not matches:

@@ -31,9 +31,7 @@ SLUGS = {"1": "main_results", "2": "transfer_learning", "3": "other_vits", "4": 
          "18": "low_rank", "19": "operator_variants", "20": "hybrid_heads",
          "fig07": "training_time_throughput"}
 # Why an experiment kind can never be filled by this pipeline (stated above the table).
-UNSUPPORTED = {
-    "bspline_kan": "needs plain multi-layer B-spline KANs (no attention), which this pipeline does not build",
-}
+UNSUPPORTED: dict[str, str] = {}
 # What fills the tables of runs that start from other runs (karat.config.transfer), when a profile has none.
 NEEDS = {
     "transfer": "fine-tuning runs: a group with `finetune_from` (the `paper` profile's table2_* groups fine-tune "

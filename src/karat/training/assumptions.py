@@ -205,6 +205,28 @@ MODEL_ASSUMPTIONS: list[dict] = [
      "why": "copy mode is what 'query and key frozen' with 'precomputed attention matrices' describes; all blocks "
             "(Li et al.'s code leaves the last 3 out only because its --end_layer flag is never passed on); the "
             "Table 5 recipe as for the from-scratch runs"},
+    {"key": "ConViT-Tiny with KArAt (Table 3)",
+     "value": "timm convit_tiny; KArAt in the 2 MHSA blocks only (N = 197), GPSA keeps its content and position "
+              "softmaxes; blockwise 8 operators, universal 4 shared by both blocks (karat.models.convit)",
+     "paper": "'only the MHSA layers' get KArAt (§2)",
+     "why": "GPSA mixes two softmaxes with a learned gate; replacing them is not what the paper describes"},
+    {"key": "Swin-Tiny shifted-window mask with KArAt (Table 3)",
+     "value": "swin_mask = both (default): masked inputs contribute nothing to Phi-hat and masked outputs are 0, so "
+              "nothing crosses a mask; swin_mask = additive (an option) adds timm's -100 to the scores and applies "
+              "the operator, what a plain swap of the softmax does. One operator per (block, head) shared across "
+              "the windows; the relative position bias is added before the activation; the reference path of the "
+              "operator (units in float32 under bf16 autocast)",
+     "paper": "Swin-Tiny blockwise only (§2); the mask NOT FOUND",
+     "why": "a Fourier unit turns -100 into a phase shift, not a zero, and W spreads weight back onto masked "
+            "columns: the additive swap lets wrapped-around tokens leak in (tests/models/test_families.py)"},
+    {"key": "plain B-spline KANs (Table 14)",
+     "value": "KANbeFair's set-up: images resized to 28 x 28 and flattened (CIFAR 2,352, MNIST 784 inputs), "
+              "per-dataset mean/std, Adam lr 1e-3, batch 128, 20 epochs, best test top-1 reported as an integer; "
+              "pykan layout per edge (G + k coefficients, scale_base, scale_sp, fixed mask) + a bias per output, "
+              "SiLU base branch, knots on [-I, I]; coefficients ~ N(0, 1 / (d_in (G + k)))",
+     "paper": "k, G, range and hidden widths per row; recipe and data handling NOT FOUND (§3.7)",
+     "why": "the table's numbers match the public KANbeFair benchmark, and its accounting "
+            "sum d_in d_out (G + k + 3) + d_out is pykan's"},
 ]
 
 
