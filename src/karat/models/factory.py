@@ -100,6 +100,8 @@ def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[st
             from .kan import create_kan
             model = create_kan(name, num_classes, attention, **timm_kwargs)
         model.karat_name = name
+        anchor_bookkeeping(model)
+        set_default_cfg(model, name)
         return model
     cfg = parse_attention(attention)
     kwargs = model_config(name)
@@ -113,7 +115,58 @@ def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[st
     model = VisionTransformer(num_classes=num_classes, attn_layer=KArAtAttention, **kwargs)
     attach_attention(model, cfg)
     model.karat_name = name
+    anchor_bookkeeping(model)
+    set_default_cfg(model, name)
     return model
+
+
+def set_default_cfg(model: nn.Module, name: str) -> None:
+    """timm's ``pretrained_cfg`` / ``default_cfg`` for a karat model (no weights: ``url`` is empty), so that
+    ``timm.data.resolve_data_config(model=m)`` and timm's generic model checks work: the input size the model
+    was built for, ImageNet mean/std (the recipes' default), the first conv and the classifier."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    if getattr(model, "pretrained_cfg", None) and name.startswith("kan_"):
+        cfg = dict(model.pretrained_cfg)
+    else:
+        img = model.patch_embed.img_size
+        chans = model.patch_embed.proj.in_channels
+        cfg = {"url": "", "num_classes": model.num_classes, "input_size": (chans, int(img[0]), int(img[1])),
+               "pool_size": None, "crop_pct": 0.9 if img[0] >= 224 else 1.0, "interpolation": "bicubic",
+               "fixed_input_size": True, "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+               "first_conv": "patch_embed.proj",
+               "classifier": "head.fc" if family(name) == "swin" else "head"}
+    cfg.setdefault("url", "")
+    cfg.update({"architecture": "karat_" + name, "tag": "", "license": "apache-2.0"})
+    model.pretrained_cfg = cfg
+    model.default_cfg = cfg
+
+
+def anchor_bookkeeping(model: nn.Module) -> None:
+    """Give the bookkeeping parameters (the base-activation weight when b(x) = 0) a gradient: zero.
+
+    They are in the paper's counts (``count_parameters`` stays ``sum(p.numel() for p in model.parameters())``,
+    and checkpoints keep them), but they multiply b(x) = 0 and never reach the output, so without this they would
+    get no gradient at all, which timm's generic backward check, DDP without ``static_graph`` and optimizers
+    that expect every parameter to have a gradient trip over. A forward hook on every attention module with an
+    operator adds ``0 * sum(bookkeeping)`` to its output: the output is unchanged (exactly: + 0.0), the
+    parameters join the graph and receive a zero gradient. The alternative (making them buffers that
+    count_parameters adds) would change what ``model.parameters()`` holds, which every optimizer, EMA and
+    resume state of existing runs is built from. Idempotent."""
+    for _, m in attention_modules(model):
+        op = _operator(m)
+        if op is None or not op.bookkeeping_parameters() or m.__dict__.get("_karat_anchored"):
+            continue
+        m.register_forward_hook(_add_zero_of_bookkeeping)
+        m._karat_anchored = True       # a flag, not the hook handle: the module must stay deep-copyable (EMA)
+
+
+def _add_zero_of_bookkeeping(module: nn.Module, args, output):
+    op = _operator(module)
+    params = op.bookkeeping_parameters() if op is not None else []
+    if not params or not torch.is_grad_enabled():
+        return output
+    zero = sum(p.sum() for p in params) * 0.0
+    return output + zero.to(output.dtype)
 
 
 def karat_operators(model: nn.Module) -> list[tuple[int, KArAtOperator]]:
@@ -149,6 +202,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     (Phi's units and W); attention_activation_used leaves out the bookkeeping ones that cannot change the
     output (the base-activation weight when b(x) = 0, pykan's fixed mask; see karat.attention.operator)."""
     total = sum(p.numel() for p in model.parameters())
+    # buffers the paper counts as parameters (a plain KAN's fixed pykan masks, karat.models.kan)
+    total += sum(b.numel() for b in (model.counted_buffers() if hasattr(model, "counted_buffers") else []))
     seen: dict[int, KArAtOperator] = {id(op): op for _, op in karat_operators(model)}
     act = sum(p.numel() for op in seen.values() for p in op.parameters())
     unused = sum(p.numel() for op in seen.values() for p in op.bookkeeping_parameters())

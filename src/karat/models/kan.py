@@ -62,6 +62,11 @@ class BSplineKAN(nn.Module):
             layer.basis = make_basis("bspline", 1, d_in, d_out, grid_size=grid_size, spline_order=spline_order,
                                      grid_range=self.grid_range)
             layer.init_weights()
+            # pykan's fixed mask (1, never trained) as a persistent buffer, not a frozen parameter: every
+            # parameter then gets a gradient (timm's backward check), the state dict keeps it, and
+            # count_parameters adds it back (counted_buffers) for the paper's count
+            mask = layer._parameters.pop("mask")
+            layer.register_buffer("mask", mask.detach().clone())
             self.layers.append(layer)
             self.biases.append(nn.Parameter(torch.zeros(d_out)))
         self.num_features = widths[-2]
@@ -94,8 +99,12 @@ class BSplineKAN(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.layers[-1]
 
-    def bookkeeping_parameters(self) -> list[nn.Parameter]:
+    def bookkeeping_parameters(self) -> list[Tensor]:
         return [p for layer in self.layers for p in layer.bookkeeping_parameters()]
+
+    def counted_buffers(self) -> list[Tensor]:
+        """Buffers that the paper's parameter count includes (pykan's masks): count_parameters adds them."""
+        return [layer.mask for layer in self.layers]
 
 
 def create_kan(name: str, num_classes: int, attention: str | Mapping[str, Any] | AttentionConfig | None = "softmax",

@@ -27,7 +27,22 @@ def _entrypoint(name: str):
             kwargs.pop(k, None)
         num_classes = kwargs.pop("num_classes", 1000)
         attention = kwargs.pop("attention", "softmax")
-        return create_model(name, num_classes=num_classes, attention=attention, **kwargs)
+        features_only = kwargs.pop("features_only", False)
+        out_indices = kwargs.pop("out_indices", None)
+        for k in ("feature_cfg", "output_stride"):
+            kwargs.pop(k, None)
+        model = create_model(name, num_classes=num_classes, attention=attention, **kwargs)
+        if not features_only:
+            return model
+        # as timm builds its ViT / ConViT / Swin feature extractors: forward_intermediates behind a getter
+        if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
+            raise ValueError(f"{TIMM_PREFIX}{name}: features_only=True is not allowed for this model (no "
+                             f"forward_intermediates); allowed: the ViT, ConViT and Swin families")
+        from timm.models._features import FeatureGetterNet
+        if out_indices is None:   # timm's defaults: the last 3 blocks of a ViT / ConViT, every Swin stage
+            out_indices = len(model.feature_info) if name.startswith("swin") else min(3, len(model.feature_info))
+        return FeatureGetterNet(model, out_indices=out_indices,
+                                output_fmt="NCHW")
 
     fn.__name__ = fn.__qualname__ = TIMM_PREFIX + name
     fn.__module__ = __name__

@@ -118,8 +118,9 @@ MODEL_ASSUMPTIONS: list[dict] = [
      "why": "Table 13 is compared cell by cell with the head the paper's number implies"},
     {"key": "parameter bookkeeping",
      "value": "(2G + 3)·r·N per operator: 2G coefficients and 1 W entry per unit, plus efficient-KAN's per-edge "
-              "base_weight (multiplies b(x) = 0: no gradient) and scaler w_s (init 1); count_parameters reports "
-              "the total and the used count",
+              "base_weight (multiplies b(x) = 0; a forward hook adds 0 * its sum to the attention output so it "
+              "gets an exact zero gradient, as timm's checks and DDP expect, and AdamW's decoupled decay shrinks "
+              "it without effect) and scaler w_s (init 1); count_parameters reports the total and the used count",
      "paper": "the counts need 2 per-unit parameters beyond Eq. (2) + W; Table 18's r = 2 / 4 counts fit no "
               "single formula (§1.7, §7 item 4)",
      "why": "reproduces every r = 12 count of Tables 1 and 13 exactly (tests/models/test_params_flops.py)"},
