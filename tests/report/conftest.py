@@ -43,6 +43,10 @@ def make_params() -> dict:
         "groups": [{"name": "main", "datasets": ["cifar10", "cifar100"], "models": ["vit_tiny_patch4_32"],
                     "attentions": TINY_ATTS, "seeds": [0, 1, 2], "recipe": "demo"}],
         "model_overrides": {"depth": 4},
+        # two made-up ViT-Det runs (Table 12's random-init row, Fig. 9's AP curves)
+        "detection": [{"name": "vitdet", "datasets": ["coco_synth"], "models": ["vitdet_base_patch16_224"],
+                       "attentions": ["softmax", "G1B"], "inits": {"random": None}, "seeds": [0],
+                       "recipe": "vitdet_ci", "model_overrides": {"img_size": 128}}],
         "analyses": {"landscape": {"runs": ["softmax", "G3B"]}, "weights": {"runs": "all"},
                      "attention_maps": {"runs": "all"}, "spectra": {"runs": "all"}, "curves": {"runs": "all"},
                      "functions": {"runs": "kan"},
@@ -150,6 +154,20 @@ def fake_compare_lookup(analysis: str):
     return compare
 
 
+def write_detection(root: Path, profile) -> None:
+    """Made-up eval.json (box / mask AP) and log.csv (AP along training) for the profile's ViT-Det runs."""
+    for i, spec in enumerate(profile.detection.values()):
+        run = root / spec.out_dir
+        run.mkdir(parents=True, exist_ok=True)
+        ap = 15.0 - 4.0 * i
+        rep = {"box_AP": ap, "box_AP50": 2 * ap, "box_AP75": ap, "mask_AP": ap - 1, "mask_AP50": 2 * ap - 2,
+               "mask_AP75": ap - 1}
+        (run / "eval.json").write_text(json.dumps({"task": "detection", "run_id": spec.run_id, "reported": rep,
+                                                   "train": {"wall_time_s": 60.0}, "label": TEST_LABEL}))
+        rows = ["iteration,epoch,box_AP,mask_AP"] + [f"{k * 100},{k},{ap * k / 4},{(ap - 1) * k / 4}" for k in (1, 2, 3, 4)]
+        (run / "log.csv").write_text("\n".join(rows) + "\n")
+
+
 @pytest.fixture
 def workspace(tmp_path):
     """(root, profile) with every run evaluated except one seed of G3U on CIFAR-100 (missing run)."""
@@ -160,6 +178,7 @@ def workspace(tmp_path):
         write_metrics(tmp_path, spec, skip=(rid == "cifar100-vit_tiny_patch4_32-G3U-s2"))
     write_compute(tmp_path)
     write_summaries(tmp_path, profile)
+    write_detection(tmp_path, profile)
     return tmp_path, profile
 
 

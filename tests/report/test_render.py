@@ -142,7 +142,7 @@ def test_assumptions_and_stage_times(workspace, synthetic):
     from karat.report.render import stage_wall_times
     wt = stage_wall_times(out["results"]).set_index("stage")
     assert wt.loc["evaluate", "jobs"] == 2 and wt.loc["evaluate", "total_s"] == pytest.approx(20.0)
-    assert wt.loc["train (eval.json)", "jobs"] == 41
+    assert wt.loc["train (eval.json)", "jobs"] == 41 + 2   # 41 classification runs + 2 ViT-Det runs
     try:
         import karat.training.assumptions  # noqa: F401
     except ImportError:
