@@ -94,3 +94,17 @@ def test_zip_members_cannot_escape(tmp_path):
     with pytest.raises(Exception, match="path traversal"):
         _safe_unzip(z, tmp_path / "dest")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_second_fetch_reverifies_and_does_nothing(tmp_path):
+    logs = []
+    fetch_coco("coco_synth", {"generate": GENERATE}, tmp_path / "raw", log=logs.append)
+    png = tmp_path / "raw" / "train2017" / "000000000001.png"
+    before = png.stat().st_mtime_ns
+    fetch_coco("coco_synth", {"generate": GENERATE}, tmp_path / "raw", log=logs.append)
+    assert "nothing to do" in logs[-1] and png.stat().st_mtime_ns == before
+    ann = tmp_path / "raw" / "annotations" / "instances_val2017.json"
+    ann.write_text(ann.read_text().replace('"iscrowd": 0', '"iscrowd": 1', 1))   # damaged after the fetch
+    fetch_coco("coco_synth", {"generate": GENERATE}, tmp_path / "raw", log=logs.append)
+    assert any("does not verify" in line for line in logs)
+    assert '"iscrowd": 1' not in ann.read_text()                                      # generated again

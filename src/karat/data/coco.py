@@ -251,10 +251,20 @@ def fetch_coco(name: str, spec: dict, out_dir: str | os.PathLike, *, base_dir: s
 
     out_dir, base_dir = Path(out_dir), Path(base_dir)
     marker = out_dir / FETCHED
+    local = _resolve_local(name, spec, base_dir)
+    wanted = str(local) if local is not None else {"generate": check_generate(spec["generate"])} \
+        if spec.get("generate") is not None else [f["url"] for f in (spec.get("files") or COCO2017_FILES).values()]
     if marker.exists():
+        try:
+            old = json.loads(marker.read_text())
+            if old.get("source") == wanted:
+                read_coco_fetched(out_dir)   # the annotation files still have their recorded checksums
+                log(f"[fetch] {name}: already fetched ({marker}) and re-verified; nothing to do")
+                return old
+        except (ValueError, OSError, KeyError, CorruptArtifactError) as exc:
+            log(f"[fetch] {name}: the previous fetch does not verify ({exc}); fetching again")
         marker.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-    local = _resolve_local(name, spec, base_dir)
     if local is not None:
         root = local
         if not _is_coco_folder(root):
