@@ -11,6 +11,19 @@ from dataclasses import dataclass, field
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 SVHN_CLASSES = tuple(str(i) for i in range(10))
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+# The official IDX files and the md5s torchvision checks (MNIST from its mirror: yann.lecun.com refuses many
+# clients; same files).
+_MNIST_MD5 = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+              "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+_FASHION_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,17 @@ DATASETS: dict[str, DatasetInfo] = {
          RemoteFile("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/setid.mat", "setid.mat",
                     md5="a5357ecc9cb78c4bef273ce3793fc85c")),
         counts={"train": 2040, "test": 6149}),
+    "mnist": DatasetInfo(
+        "mnist", ("mnist_idx", "imagefolder"),
+        tuple(RemoteFile(f"https://ossci-datasets.s3.amazonaws.com/mnist/{f}", f, md5=m) for f, m in _MNIST_MD5.items()),
+        classes=MNIST_CLASSES,
+        counts={"train": 60000, "test": 10000}),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", ("mnist_idx", "imagefolder"),
+        tuple(RemoteFile(f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{f}", f, md5=m)
+              for f, m in _FASHION_MD5.items()),
+        classes=FASHION_MNIST_CLASSES,
+        counts={"train": 60000, "test": 10000}),
     "stl10": DatasetInfo(
         "stl10", ("stl10_binary", "imagefolder"),
         (RemoteFile("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "stl10_binary.tar.gz",

@@ -82,6 +82,12 @@ class BSplineKAN(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         expected = (self.in_chans, self.img_size, self.img_size)
+        if self.in_chans == 1 and x.dim() == 4 and x.shape[1] == 3:
+            # grey images stored in 3 identical channels (karat.data.formats.mnist): read one
+            if not torch.equal(x[:, :1].expand_as(x), x):
+                raise ValueError("BSplineKAN(in_chans=1): got 3 channels whose values differ; allowed: grey images "
+                                 "(1 channel, or 3 identical ones as the MNIST / Fashion-MNIST readers store them)")
+            x = x[:, :1]
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"BSplineKAN: input shape {tuple(x.shape)} is not allowed; allowed: (B, {expected[0]}, "
                              f"{expected[1]}, {expected[2]}) (set the recipe's data.img_size to {self.img_size})")

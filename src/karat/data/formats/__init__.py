@@ -40,8 +40,9 @@ class RawDataset:
 
 
 def _readers():
-    from . import cifar, imagefolder, imagenet, stl10, svhn, flowers102
+    from . import cifar, imagefolder, imagenet, mnist, stl10, svhn, flowers102
     return {
+        "mnist_idx": mnist.read_mnist,
         "cifar10_python": cifar.read_cifar10,
         "cifar100_python": cifar.read_cifar100,
         "imagefolder": imagefolder.read_imagefolder,
