@@ -75,8 +75,8 @@ def test_missing_upstream_is_named(params):
 
 
 def test_unknown_source_dataset_and_both_sources_are_refused(params):
-    msg = refused(params, lambda p: group(p, "finetune").update(finetune_from={"dataset": "mnist"}))
-    assert "finetune_from.dataset" in msg and "'mnist'" in msg and "allowed" in msg
+    msg = refused(params, lambda p: group(p, "finetune").update(finetune_from={"dataset": "emnist"}))
+    assert "finetune_from.dataset" in msg and "'emnist'" in msg and "allowed" in msg
     msg = refused(params, lambda p: group(p, "finetune").update(finetune_from={"dataset": "cifar10_fixture",
                                                                                "run": G3B}))
     assert "exactly one of `dataset`" in msg
