@@ -227,7 +227,8 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
         lines.append(f"Cells of kind `{kind}`: this table {UNSUPPORTED[kind]}.")
     models = {c.paper.model for c in built.cells if c.paper.model in NON_VIT_MODELS and c.paper.model != "vitdet_base"}
     if models and not any(c.ours for c in built.cells if c.paper.model in models):
-        lines.append("Not built by this pipeline: " + ", ".join(NON_VIT_MODELS[m] for m in sorted(models)) + ".")
+        lines.append("Not run in this profile: " + ", ".join(NON_VIT_MODELS[m] for m in sorted(models))
+                     + " (the demo profile trains small ones, the paper profile every cell).")
     run_ids = sorted({rid for c in built.cells if c.ours and c.ours.source == "metrics.json"
                       for rid in c.ours.run_ids})
     specs = [results.runs[r].spec for r in run_ids if r in results.runs]
