@@ -226,3 +226,27 @@ def test_finetune_and_copy_student_train_and_evaluate(tmp_path, cifar_small):
     rec = evaluate(st, device="cpu")
     logged = float(open(Path(st.out_dir) / "log.csv").read().splitlines()[-1].split(",")[3])
     assert abs(rec["results"]["raw_last"]["top1"] - logged) < 1e-6  # evaluated with the teacher, like training
+
+
+def test_distill_student_trains_with_the_attention_loss(tmp_path, cifar_small):
+    """The loop adds weight x the attention loss to the classification loss (distill mode) and evaluates the
+    student alone: its logged training loss exceeds the same run's without a teacher."""
+    from types import SimpleNamespace
+
+    from karat.training import evaluate, train
+
+    teacher = tiny_spec(tmp_path, cifar_small, name="teacher", train={"epochs": 1, "report_weights": "raw_best"})
+    train(teacher, device="cpu", progress=False)
+    common = {"epochs": 1, "report_weights": "raw_best"}
+    plain = SimpleNamespace(**vars(tiny_spec(tmp_path, cifar_small, name="plain", train=common)),
+                            finetune_from=None, attention_from=None)
+    student = SimpleNamespace(**vars(tiny_spec(tmp_path, cifar_small, name="distilled", train=common)),
+                              finetune_from=None, attention_from={
+        "run": "teacher", "file": str(Path(teacher.out_dir) / "best.safetensors"), "weights": "best",
+        "mode": "distill", "tensor": "activated", "heads": "repeat", "blocks": "all", "loss": "ce", "weight": 3.0,
+        "teacher": {"model": "vit_tiny_patch4_32", "attention": "softmax", "attention_label": "softmax",
+                    "num_classes": 10, "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}}})
+    a, b = train(plain, device="cpu", progress=False), train(student, device="cpu", progress=False)
+    assert b["last"]["train_loss"] > a["last"]["train_loss"] + 1.0   # + 3 x CE of N = 65-token rows (>= entropy)
+    rec = evaluate(student, device="cpu")
+    assert abs(rec["results"]["raw_last"]["top1"] - b["last"]["top1"]) < 1e-6   # the student alone, as in training
