@@ -184,6 +184,9 @@ class Results:
             from .detection import matches_init
             matches = [r for r in matches if matches_init(r, extra)]
         if experiment == "bspline_kan":  # Table 14: the KAN's k, G, grid range and hidden widths too
+            part_datasets = {"a": ("cifar10", "cifar100"), "b": ("mnist", "fashion_mnist")}
+            if dataset not in part_datasets.get(extra.get("part"), (dataset,)):
+                return None      # part (a) rows are CIFAR rows, part (b) rows MNIST rows (the same k/G/I/widths)
             keys = ("k", "G", "range", "layers")
             matches = [r for r in matches
                        if {k: str(v) for k, v in (kan_cell(r.spec.model) or {}).items()}
