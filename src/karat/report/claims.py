@@ -733,7 +733,7 @@ def claim_10(results: Results) -> Claim:
     return Claim(10, "On ConViT-Tiny KArAt helps on CIFAR-10 and loses ~1.3–1.4 points on ImageNet; on Swin-Tiny it is "
                      "worse.", parts,
                  reason="" if any(p.verdict != "not run" for p in parts) else
-                 "no ConViT-Tiny / Swin-Tiny runs in this profile (Table 3; the demo profile trains narrow ones, the "
+                 "no ConViT-Tiny / Swin-Tiny runs in this profile (Table 3; the families profile trains narrow ones, the "
                  "paper profile every cell)")
 
 
