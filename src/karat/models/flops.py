@@ -15,6 +15,23 @@ would, not the elementwise evaluation of wavelet / rational units, for which the
 (their activation count is essentially W's N^2 r MACs per head and block). Softmax layers run
 their explicit path during counting so the softmax is visible (fused SDPA hides it); FLOPs are otherwise
 those of the path that trains.
+
+Other families (issue 10), same convention:
+
+* ConViT (karat.models.convit): KArAt sits in the 2 MHSA blocks only (N = 197, the class token included), so
+  ``attention_activation`` is 2 blocks' worth of ViT-Tiny's per-block figure, h N^2 r (3G + 1) each. GPSA
+  keeps its two row softmaxes per head (patch scores and positional scores, N = 196, no class token yet):
+  they are counted in ``softmax`` with the MHSA softmaxes of a softmax model (3 per element), and GPSA's
+  gating / renormalisation is elementwise (not counted).
+* Swin (karat.models.swin): every window attention of every block is a KArAt unit set, applied per window
+  (N = 49): a block with h heads over nW windows counts nW h N^2 r (3G + 1). Shifted blocks are counted as
+  unshifted ones: the default ``swin_mask='both'`` (karat.models.swap.masked_operator) evaluates the same
+  dense units and W, and only multiplies by the mask (elementwise); during counting it runs the operator on
+  the scores (the ``additive`` path) so the units go through the ops that carry the paper's formula.
+* Plain B-spline KANs (karat.models.kan; Table 14 prints no FLOPs): the traced MACs of every layer, i.e.
+  d_in d_out (G + k) for the spline coefficients plus d_in d_out for the SiLU base branch; the B-spline
+  evaluation (Cox-de Boor recursion) is elementwise and not counted, as fvcore would not. No attention:
+  ``attention_activation`` and ``softmax`` are 0, everything is in ``total``.
 """
 from __future__ import annotations
 
@@ -27,7 +44,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..attention.bases import paper_flop_convention
 from ..attention.fourier import activation_flops
-from .inspect import attention_layers
 
 # FlopCounterMode's built-in formulas return 2 * MACs; ours do the same and count_flops halves everything.
 
@@ -60,19 +76,37 @@ def _mapping() -> dict:
 
 @contextlib.contextmanager
 def _counting(model: nn.Module):
-    layers = attention_layers(model)
-    old = [(l.explicit, l.fused_attn, l.flop_count) for l in layers]
-    for l in layers:
-        # Fourier W Phi(A) layers (either impl: same function) run the efficient path, whose op carries the
-        # paper's formula; every other layer runs the explicit path so softmax / other operators are traced.
-        l.flop_count = True
-        l.explicit = not (l.cfg.is_karat and l.cfg.efficient_supported() is None)
-        l.fused_attn = False
+    """Every attention module of the model on the path whose ops carry the convention: karat's ViT layers
+    as below; timm modules with a fused branch (Swin's WindowAttention, ...) on their eager softmax; Swin
+    KArAt modules on the additive mask path (the same dense units, see the module docstring)."""
+    from ..attention.layer import KArAtAttention
+
+    saved = []                                     # (module, attribute, old value or _MISSING)
+    def put(m, name, value):
+        saved.append((m, name, m.__dict__.get(name, _MISSING)))
+        setattr(m, name, value)
+    for m in model.modules():
+        if isinstance(m, KArAtAttention):
+            # Fourier W Phi(A) layers (either impl: same function) run the efficient path, whose op carries the
+            # paper's formula; every other layer runs the explicit path so softmax / other operators are traced.
+            put(m, "flop_count", True)
+            put(m, "explicit", not (m.cfg.is_karat and m.cfg.efficient_supported() is None))
+            put(m, "fused_attn", False)
+        elif "fused_attn" in m.__dict__:
+            put(m, "fused_attn", False)
+        if hasattr(m, "karat_cfg") and "swin_mask" in m.__dict__:
+            put(m, "swin_mask", "additive")
     try:
-        yield layers
+        yield
     finally:
-        for l, (e, f, c) in zip(layers, old):
-            l.explicit, l.fused_attn, l.flop_count = e, f, c
+        for m, name, value in reversed(saved):
+            if value is _MISSING:
+                m.__dict__.pop(name, None)
+            else:
+                m.__dict__[name] = value
+
+
+_MISSING = object()
 
 
 def _op_name(op) -> str:
@@ -83,14 +117,17 @@ def _op_name(op) -> str:
 def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> dict[str, float]:
     """GFLOPs of one image's forward pass: {"attention_activation", "softmax", "total"}.
 
-    attention_activation: the KArAt operators (Phi and W); softmax: the row softmax of softmax heads; total:
-    everything, including whichever of the two the model has."""
+    attention_activation: the KArAt operators (Phi and W); softmax: the row softmaxes of softmax heads
+    (ConViT: GPSA's too); total: everything, including whichever of the two the model has. Any karat model:
+    ViTs, ConViT, Swin (per window) and the plain KANs (see the module docstring for each family)."""
+    embed = getattr(model, "patch_embed", None)
     if img_size is None:
-        img_size = tuple(model.patch_embed.img_size)
+        img_size = tuple(embed.img_size) if embed is not None else model.img_size   # KANs: their input size
     if isinstance(img_size, int):
         img_size = (img_size, img_size)
     p = next(model.parameters())
-    x = torch.zeros(1, model.patch_embed.proj.in_channels, *img_size, device=p.device, dtype=p.dtype)
+    in_chans = embed.proj.in_channels if embed is not None else model.in_chans
+    x = torch.zeros(1, in_chans, *img_size, device=p.device, dtype=p.dtype)
     was_training = model.training
     model.eval()
     operator_prefixes = _operator_module_names(model)

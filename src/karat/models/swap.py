@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.config import AttentionConfig
+from ..attention.fourier import _no_autocast   # autocast off; meta tensors (count_flops) have none
 from ..attention.operator import _BASE_ACT as _BASE_ACTIVATIONS, KArAtOperator
 
 
@@ -68,7 +69,7 @@ def masked_operator(op: KArAtOperator, scores: Tensor, keep: Tensor) -> Tensor:
                          f"operator='w_phi' with a low rank and no l1 projection, or swin_mask='additive'")
     op.check_tokens(scores.shape[-1])
     cd = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    with torch.autocast(device_type=scores.device.type, enabled=False):
+    with _no_autocast(scores):
         x = scores.to(cd)
         m = keep.to(cd).expand(x.shape[0], 1, *x.shape[2:])          # [B, 1, K, N]
         layer = op.phi1
@@ -128,7 +129,7 @@ def _sam_forward(self, x: Tensor) -> Tensor:
     if op is not None:
         # KArAt: the scores in float32 whatever the autocast, as karat.attention does (bf16 scores would
         # feed the learnable units rounded inputs)
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        with _no_autocast(q):
             scores = (q.float() * self.scale) @ k.float().transpose(-2, -1)
             if bias is not None:
                 scores = scores + bias.float()
@@ -154,7 +155,7 @@ def _convit_forward(self, x: Tensor) -> Tensor:
     q, k, v = qkv.unbind(0)
     if op is not None:
         op.check_tokens(N)
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        with _no_autocast(q):
             scores = (q.float() @ k.float().transpose(-2, -1)) * self.scale
     else:
         scores = (q @ k.transpose(-2, -1)) * self.scale
@@ -178,7 +179,7 @@ def _swin_forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
     q, k, v = qkv.unbind(0)
     if op is not None:
         op.check_tokens(N)
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        with _no_autocast(q):
             scores = (q.float() * self.scale) @ k.float().transpose(-2, -1)
             scores = scores + self._get_rel_pos_bias().float()
     else:
