@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.config import AttentionConfig
+from ..attention.layer import KArAtAttention
 from ..attention.fourier import _no_autocast   # autocast off; meta tensors (count_flops) have none
 from ..attention.operator import _BASE_ACT as _BASE_ACTIVATIONS, KArAtOperator
 
@@ -220,10 +221,25 @@ def _karat_class(base: type) -> type:
                         f"allowed: {sorted(c.__module__ + '.' + c.__qualname__ for c in FORWARDS)} "
                         f"(add the family's forward to karat.models.swap.FORWARDS)")
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"KArAt{base.__name__}", (base,), {
+        _CLASSES[base] = fx_leaf(type(f"KArAt{base.__name__}", (base,), {
             "forward": FORWARDS[base], "__module__": __name__,
-            "__doc__": f"{base.__qualname__} with its softmax replaced by karat.models.swap.activate"})
+            "__doc__": f"{base.__qualname__} with its softmax replaced by karat.models.swap.activate"}))
     return _CLASSES[base]
+
+
+def fx_leaf(cls: type) -> type:
+    """Register ``cls`` with timm as a module FX does not trace into (``timm.layers.register_notrace_module``,
+    what timm does for its own modules whose forward branches on tensor shapes or values): timm's
+    ``create_feature_extractor`` / ``_create_fx_model`` then record one call of the module, run eagerly. Our
+    attention modules branch on the token count (the operator's N check), the dtype (float32 units) and, for
+    karat's ViT layer, on ``attn_mask`` (a proxy while timm traces ``VisionTransformer.forward``), which
+    symbolic tracing cannot follow; the rest of the model is traced as timm traces the family
+    (tests/models/test_fx.py)."""
+    from timm.layers import register_notrace_module
+    return register_notrace_module(cls)
+
+
+fx_leaf(KArAtAttention)
 
 
 def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_index: int,
@@ -270,4 +286,4 @@ def swap_softmax(module: nn.Module, cfg: AttentionConfig, tokens: int, block_ind
     return new
 
 
-__all__ = ["swap_softmax", "activate", "masked_operator", "operator_of", "FORWARDS", "SWIN_MASKS"]
+__all__ = ["swap_softmax", "fx_leaf", "activate", "masked_operator", "operator_of", "FORWARDS", "SWIN_MASKS"]
