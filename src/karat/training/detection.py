@@ -39,7 +39,8 @@ from ..errors import KaratError
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.provenance import device_description, provenance
 from . import checkpoint as ckpt
-from .loop import NonFiniteLossError, _Dist, _Progress, _place, _seed, peak_memory, seed_everything
+from .loop import (NonFiniteLossError, _Dist, _Progress, _place, _seed, amp_setup, deterministic_setup, peak_memory,
+                   seed_everything)
 
 STATE_FILE = "state.pt"
 STATE_VERSION = 1
@@ -271,14 +272,8 @@ def _train(spec, ctx, progress, stop_after) -> dict:
     state_path = state_dir / STATE_FILE
     show = _Progress(ctx.main, None if progress is None else bool(progress))
     if t["deterministic"]:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)   # torchvision's roi_align backward warns
-        torch.backends.cudnn.benchmark = False
-    use_amp = device.type == "cuda" and t["amp"] != "none"
-    amp_dtype = torch.bfloat16 if t["amp"] == "bf16" else torch.float16
-
-    def amp_ctx():
-        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+        deterministic_setup(warn_only=True)   # torchvision's roi_align backward warns
+    amp_ctx, fp16 = amp_setup(device, t["amp"])
 
     data = load_coco_prepared(spec.prepared_dir)
     seed_everything(spec.seed)
@@ -295,7 +290,7 @@ def _train(spec, ctx, progress, stop_after) -> dict:
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, t["weight_decay"], t["karat_weight_decay"]), lr=t["lr"],
                                   betas=tuple(t["betas"]), eps=t["eps"])
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     stream = BatchStream(data.trainable("train"), t["batch_size"], spec.seed, t["hflip"], rank, world)
     val_ids = list(range(len(data.splits["val"])))[: t["eval_images"] or None]
     fp = fingerprint(spec, t, data.manifest)
@@ -464,11 +459,7 @@ def evaluate_detection(spec, *, device=None) -> dict:
     model = build_model(spec, t, data.num_classes)
     meta = ckpt.load_weights(out_dir / "model.safetensors", model)
     model.to(dev)
-    use_amp = dev.type == "cuda" and t["amp"] != "none"
-
-    def amp_ctx():
-        return torch.autocast("cuda", dtype=torch.bfloat16 if t["amp"] == "bf16" else torch.float16) \
-            if use_amp else contextlib.nullcontext()
+    amp_ctx, _ = amp_setup(dev, t["amp"])
 
     t0 = time.time()
     n = len(data.splits["val"])

@@ -14,7 +14,6 @@ the combination the recipe's ``report_weights`` names.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from ..utils.io import atomic_write_json
 from ..utils.provenance import device_description, provenance
 from .checkpoint import load_weights
-from .loop import create_run_model, evaluate_model, spec_dict
+from .loop import amp_setup, create_run_model, evaluate_model, spec_dict
 from .recipe import validate_train_recipe
 
 WEIGHTS = {"raw_last": "model.safetensors", "ema_last": "ema.safetensors", "raw_best": "best.safetensors",
@@ -60,11 +59,7 @@ def evaluate(spec, *, device=None) -> dict:
                                 f"--run {spec.run_id})")
     info = json.loads(info_path.read_text())
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_amp = device.type == "cuda" and t["amp"] != "none"
-    amp_dtype = torch.bfloat16 if t["amp"] == "bf16" else torch.float16
-
-    def amp_ctx():
-        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+    amp_ctx, _ = amp_setup(device, t["amp"])
 
     ds = load_prepared(spec.prepared_dir)
     loader = build_eval_loader(ds, dict(spec.recipe.get("data", {})), batch_size=t["eval_batch_size"], device=device)

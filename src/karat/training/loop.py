@@ -25,7 +25,6 @@ Log columns (log.csv, one row per epoch, epoch counted from 1): ``epoch_time_s``
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import hashlib
 import io
@@ -203,6 +202,24 @@ def run_fingerprint(spec, manifest: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def amp_setup(device: torch.device, amp: str):
+    """The autocast rule every training and evaluation loop shares: ``(context factory, fp16 scaler needed)``.
+    bf16/fp16 autocast on CUDA only (``amp`` of the recipe); the CPU always computes in float32."""
+    dtype = None if device.type != "cuda" or amp == "none" else (torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    def ctx():
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    return ctx, dtype == torch.float16
+
+
+def deterministic_setup(warn_only: bool = False) -> None:
+    """Deterministic kernels (``deterministic: true`` in a recipe); restored by train()'s caller."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = False
+
+
 def peak_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
@@ -357,14 +374,8 @@ def _train(spec, ctx: _Dist, progress) -> dict:
                  f"has {world}; the global batch and learning rate are the same either way")
 
     if t["deterministic"]:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    use_amp = device.type == "cuda" and t["amp"] != "none"
-    amp_dtype = torch.bfloat16 if t["amp"] == "bf16" else torch.float16
-
-    def amp_ctx():
-        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+        deterministic_setup()
+    amp_ctx, fp16 = amp_setup(device, t["amp"])
 
     # ---- data
     ds = load_prepared(spec.prepared_dir)
@@ -392,7 +403,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
                                   betas=tuple(t["betas"]), eps=t["eps"])
     scheduler = build_scheduler(optimizer, t, steps)
     ema = create_ema(model, t["ema_decay"]) if t["ema"] else None
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     # Mixup/cutmix targets already carry the label smoothing (karat.data); plain labels get it here.
     criterion = SoftTargetCrossEntropy() if loader.soft_targets \
         else torch.nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
