@@ -25,7 +25,7 @@ def broken(params, mutate):
 
 def test_the_committed_params_are_valid_and_every_profile_expands(params):
     sizes = {name: len(expand_profile(params, name).runs) for name in params["profiles"]}
-    assert sizes["ci"] == 4   # ci: softmax, G3B, G3B fine-tuned, an attention-transfer student
+    assert sizes["ci"] == 10   # ci: softmax, G3B, G3B fine-tuned, an attention-transfer student; ConViT x3, Swin x2, KAN
     assert sizes["demo"] == 4    # ViT-Tiny: softmax, G3B, G3U, DoG-B
     assert sizes["families"] == 6  # 3 ConViT, 2 Swin, 1 KAN (Tables 3 and 14 at demo scale)
     assert sizes["paper"] > 100

@@ -34,7 +34,7 @@ def refused(params, mutate, profile="ci") -> str:
 
 def test_ci_derived_runs_resolve(params):
     runs = expand_profile(params, "ci").runs
-    assert list(runs) == [SOFTMAX, G3B, FT, STUDENT]
+    assert list(runs)[:4] == [SOFTMAX, G3B, FT, STUDENT]   # (then the ConViT, Swin and KAN runs of Tables 3, 14)
     ft, st = runs[FT], runs[STUDENT]
     assert ft.num_classes == 5 and ft.finetune_from["run"] == G3B and ft.finetune_from["reset_head"]
     assert ft.finetune_from["file"] == f"runs/ci/{G3B}/best.safetensors"   # ci reports raw_best

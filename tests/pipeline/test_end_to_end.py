@@ -28,6 +28,8 @@ KARAT = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
 # Runs that start from KARAT (issue 11): its fine-tune on 5 other classes, and a softmax ViT with its attention maps
 FINETUNE = "cifar5_fixture-vit_tiny_patch4_32-G3B-s0-ft-cifar10_fixture"
 STUDENT = "cifar10_fixture-vit_tiny_patch4_32-softmax-s0-atcopy-G3B"
+# The other families' G3B runs (issue 10: Tables 3 and 14 at CI scale): a change to G3B retrains them too
+FAMILY_G3B = ("cifar10_fixture-convit_tiny_patch4_32-G3B-s0", "cifar10_fixture-swin_tiny_w7_56-G3B-s0")
 # Columns that measure the machine, not the model: they differ between two runs of the same code.
 TIMING_METRICS = r"(?:hours|throughput|img_s|time)"
 TIMING = re.compile(r"(time|images_per_s|img_s|throughput|wall|memory|date|_s$|hours)", re.I)
@@ -53,6 +55,28 @@ def test_snakemake_produces_every_artifact(snakemake_repo):
     assert "Table 1" in report
     for rid in (SOFTMAX, KARAT):
         assert (snakemake_repo / "logs" / PROFILE / "train" / f"{rid}.log").stat().st_size > 0
+
+
+def test_tables_3_and_14_are_filled_by_the_ci_runs_and_marked(snakemake_repo):
+    """Issue 10: the ConViT, Swin (one shifted block) and plain-KAN runs of the ci profile train, evaluate and fill
+    their cells of Tables 3 and 14, whose titles say CI scale; their other cells stay 'not run'."""
+    tables = snakemake_repo / "results" / PROFILE / "tables"
+    t3 = pd.read_csv(tables / "table03_other_vits.csv")
+    c10 = t3[(t3["dataset"] == "cifar10") & (t3["metric"].isin(["top1", "top5"]))]
+    assert len(c10) == 10 and (c10["n"] == 1).all(), c10[["row", "metric", "n"]]
+    assert {tuple(r.split()) for r in c10["runs"]} == {
+        (f"cifar10_fixture-{m}-{a}-s0",) for m, atts in (("convit_tiny_patch4_32", ("softmax", "G3B", "G3U")),
+                                                          ("swin_tiny_w7_56", ("softmax", "G3B"))) for a in atts}
+    assert (c10["ours_mean"].between(0, 100)).all() and (t3[t3["dataset"] == "imagenet"]["n"] == 0).all()
+    t14 = pd.read_csv(tables / "table14_bspline_kans.csv")
+    filled = t14[t14["n"] > 0]
+    assert set(filled["runs"]) == {"cifar10_fixture-kan_k5_g10_r4_h10x10-none-s0"} and len(filled) >= 1, filled
+    for slug in ("table03_other_vits", "table14_bspline_kans"):
+        md = (tables / f"{slug}.md").read_text()
+        assert md.splitlines()[0].endswith("(CI scale)") and "**CI scale:" in md, md[:400]
+    evals = {m: json.loads((snakemake_repo / "runs" / PROFILE / f"cifar10_fixture-{m}-s0" / "eval.json").read_text())
+             for m in ("convit_tiny_patch4_32-G3B", "swin_tiny_w7_56-G3B", "kan_k5_g10_r4_h10x10-none")}
+    assert all(0 <= e["reported"]["top1"] <= 100 for e in evals.values())
 
 
 def test_dvc_produces_every_artifact_and_metrics(dvc_repo, tools):
@@ -134,7 +158,8 @@ def test_snakemake_reruns_exactly_what_changed(snakemake_repo, tools):
         params.write_text(original)
     # G3B, and exactly the runs that start from it (its weights are their inputs); the softmax run does not rerun
     for rule in ("train", "evaluate"):
-        assert {wc for r, wc in jobs if r == rule} == {f"run={KARAT}", f"run={FINETUNE}", f"run={STUDENT}"}, sorted(jobs)
+        assert {wc for r, wc in jobs if r == rule} == {f"run={r}" for r in (KARAT, FINETUNE, STUDENT, *FAMILY_G3B)}, \
+            sorted(jobs)
     assert ("report", "") in jobs
     assert not any(wc.endswith(f"run={SOFTMAX}") for _, wc in jobs), f"the softmax run must not rerun: {sorted(jobs)}"
     assert not any(rule in ("fetch", "prepare") for rule, _ in jobs)
@@ -186,8 +211,8 @@ def test_dvc_reruns_exactly_what_changed(dvc_repo, tools):
         params.write_text(original)
     assert {f"train-{KARAT}", f"evaluate-{KARAT}", f"analyze-spectra-{KARAT}", "report"} <= ran, sorted(ran)
     # the runs that start from G3B rerun with it, nothing of the softmax run does
-    assert {s for s in ran if s.startswith("train-")} == {f"train-{KARAT}", f"train-{FINETUNE}", f"train-{STUDENT}"}
-    assert {f"evaluate-{FINETUNE}", f"evaluate-{STUDENT}"} <= ran, sorted(ran)
+    assert {s for s in ran if s.startswith("train-")} == {f"train-{r}" for r in (KARAT, FINETUNE, STUDENT, *FAMILY_G3B)}
+    assert {f"evaluate-{r}" for r in (FINETUNE, STUDENT, *FAMILY_G3B)} <= ran, sorted(ran)
     assert not any(s.endswith(SOFTMAX) for s in ran), sorted(ran)
     assert not any(s.startswith(("fetch", "prepare")) for s in ran)
 

@@ -213,7 +213,10 @@ def test_time_limit_kill_resumes_when_resubmitted(slurm_repo, slurm):
     """A 1-minute limit kills the first attempt of a training of ~150 s; Snakemake resubmits it (retries)
     with a longer limit and it resumes after its last finished epoch."""
     repo = slurm_repo[0]
-    epochs = min(80, max(12, math.ceil(150 / _epoch_seconds(repo, KARAT))))
+    # Enough epochs for ~150 s of training alone (startup, evaluation and snapshots come on top), so that the
+    # 1-minute limit falls mid-training however fast the machine is (a cap of 80 epochs once let a fast CI
+    # machine finish all of them before the kill: the resubmission then started at the last epoch).
+    epochs = min(3000, max(12, math.ceil(150 / _epoch_seconds(repo, KARAT))))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profiles"][PROFILE]["overrides"]["train"]["epochs"] = epochs
     (repo / "params_resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

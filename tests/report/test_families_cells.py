@@ -43,3 +43,46 @@ def test_model_keys_and_kan_rows(tmp_path):
     st = res.stat(model="swin_tiny", attention="G3B", metric="top1", dataset="cifar10")
     assert st.values == (33.4,) and st.models == ("swin_tiny_w7_56",)
     assert res.stat(model="swin_tiny", attention="softmax", metric="top1", dataset="cifar10") is None
+
+
+def test_tables_filled_below_paper_scale_are_marked(tmp_path, monkeypatch):
+    """A table that a CI-scale profile fills says so in its title, caption and first line; one at paper scale, or
+    with no run of the profile in it, carries no mark."""
+    from karat.report import tables
+    from karat.report.tables import build_table
+
+    monkeypatch.setattr(tables, "_run_differences", lambda specs, results: [])   # (these fake runs have no recipe)
+
+    res = _world(tmp_path, {"c": ("swin_tiny_w7_56", "G3B", "cifar10_fixture", 33.4)})
+    res.profile.scale = "CI"
+    t3, t14 = build_table(3, res), build_table(14, res)
+    assert t3.n_run == 2 and t3.scale == "CI scale"   # its C10 top-1 and top-5
+    assert t3.differences[0].startswith("**CI scale:") and "profile `t`" in t3.differences[0]
+    paths = t3.write(tmp_path / "tables")
+    assert paths["md"].read_text().splitlines()[0].endswith("(CI scale)")
+    assert "(CI scale)}" in paths["tex"].read_text()
+    assert t14.n_run == 0 and t14.scale is None and not any("scale" in d for d in t14.differences)
+    res.profile.scale = "paper"
+    t3 = build_table(3, res)
+    assert t3.scale is None and not any("scale:" in d for d in t3.differences)
+    assert not t3.write(tmp_path / "paper")["md"].read_text().splitlines()[0].endswith("scale)")
+
+
+def test_model_differences_name_each_familys_own_paper_set_up():
+    """ConViT is compared with the paper's 224/16, 12 blocks; Swin with 224 px in stages 2-2-6-2 (it has no
+    `depth`); a plain KAN's architecture is its Table 14 row, so no line."""
+    from karat.report.tables import _model_differences
+
+    def spec(model, **kw):
+        return SimpleNamespace(model=model, model_kwargs=kw)
+    lines = _model_differences([spec("convit_tiny_patch4_32", depth=4, embed_dim=16),
+                                spec("swin_tiny_w7_56", embed_dim=24, num_heads=[1, 2]),
+                                spec("kan_k5_g10_r4_h10x10")])
+    text = "\n".join(lines)
+    assert "`convit_tiny_patch4_32` sees 32×32 images in 4×4 patches (65 tokens)" in text
+    assert "`swin_tiny_w7_56` sees 56×56 images in 4×4 patches, stages 2-2 of 7×7 windows" in text
+    assert "Depth: 4 blocks" in text and "12, " not in text   # the Swin adds no 'depth 12' of its own
+    assert "`swin_tiny_w7_56` embed_dim=24, num_heads=[1, 2]" in text and "`convit_tiny_patch4_32` embed_dim=16" in text
+    assert not any("kan" in line for line in lines)
+    # at the paper's set-up nothing is said
+    assert _model_differences([spec("convit_tiny"), spec("swin_tiny_patch4_window7_224")]) == []

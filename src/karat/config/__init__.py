@@ -114,6 +114,7 @@ class Profile:
     # ViT-Det runs (karat.config.detection): run id -> DetectionRunSpec; data set -> DetectionDataNeed
     detection: dict = field(default_factory=dict)
     detection_data: dict = field(default_factory=dict)
+    scale: str = "paper"             # CI | demo | reduced | paper (params.schema.yaml); the report marks tables
 
     @property
     def results_dir(self) -> Path:
@@ -379,7 +380,8 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
         analyses[aname] = [] if aname == "compute" else _select_runs(name, aname, spec["runs"], runs)
     return Profile(name=name, description=prof.get("description", ""), params_path=params_path, runs=runs,
                    datasets=datasets, analyses=analyses, analysis_options=options, raw=copy.deepcopy(prof),
-                   detection=det_runs, detection_data=det_data)
+                   detection=det_runs, detection_data=det_data,
+                   scale=prof.get("scale", "paper" if name == "paper" else "reduced"))
 
 
 def _resolve_derived(name: str, prof: dict, params: dict, runs: dict, pending: dict) -> None:

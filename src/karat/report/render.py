@@ -289,7 +289,7 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
                         "above each table say how our set-up differs. Files: `tables/<name>.{md,tex,csv}` (the CSV "
                         "has one line per cell)."))
     for t in tables:
-        B.append(Block("h3", f"{t.table.name} — {t.table.title}"))
+        B.append(Block("h3", f"{t.table.name} — {t.table.title}" + (f" ({t.scale})" if t.scale else "")))
         B.append(Block("ul", t.differences + [f"Paper source: {t.table.source}; versions: " + ", ".join(
             f"{k} {v}" for k, v in t.table.versions.items()) + "."] + [f"Paper note: {n}" for n in t.table.notes]))
         B.append(Block("table", t.wide_frame(), f"tables/{t.slug}"))
