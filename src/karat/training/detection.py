@@ -339,7 +339,7 @@ def _train(spec, ctx, progress, stop_after) -> dict:
 
     it = start
     seg_loss = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64, device=device)
-    seg_n, seg_t0, seg_images = 0, time.time(), 0
+    seg_n, seg_images = 0, 0
     done_here = 0
     model.train()
     while it < n_iter:
