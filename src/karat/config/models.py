@@ -140,6 +140,11 @@ def check_family(name: str, attention: Any, kwargs: dict | None = None) -> None:
     block, KArAt on a KAN, softmax_heads that leave no KArAt head."""
     from karat.attention.config import check_heads, parse_attention   # torch-free
     fam = family(name)
+    if fam == "kan":
+        if attention not in (None, "none") and parse_attention(attention).is_karat:
+            raise ValueError(f"{name}: attention={attention!r} is not allowed; allowed: 'softmax' or 'none' (a plain "
+                             f"KAN has no attention; the name sets its units)")
+        return
     cfg = parse_attention(attention)
     kw = {**model_config(name), **(kwargs or {})}
     if fam == "swin":
@@ -162,9 +167,6 @@ def check_family(name: str, attention: Any, kwargs: dict | None = None) -> None:
             raise ValueError(f"{name}: depth={depth}, local_up_to_layer={local} leaves no MHSA block for KArAt; "
                              f"allowed: local_up_to_layer < depth")
         check_heads(cfg, kw["num_heads"])
-    elif fam == "kan" and cfg.is_karat:
-        raise ValueError(f"{name}: attention={attention!r} is not allowed; allowed: 'softmax' or 'none' (a plain KAN "
-                         f"has no attention; the name sets its units)")
 
 
 __all__ = ["check_windowable", "check_family", "ARCHS", "RESOLUTIONS", "MODEL_NAMES", "VIT_NAMES", "CONVIT", "SWIN", "KAN_PATTERN", "model_config",

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..attention.config import AttentionConfig, check_heads, parse_attention
+from ..attention.config import AttentionConfig, parse_attention
 from ..attention.operator import KArAtOperator
 from ..config.models import model_config
 from .swap import swap_softmax
@@ -50,7 +50,7 @@ def create_convit(name: str, num_classes: int, attention: str | Mapping[str, Any
     kwargs.update(timm_kwargs)
     if "depth" in timm_kwargs and "local_up_to_layer" not in timm_kwargs:
         kwargs["local_up_to_layer"] = max(0, kwargs["depth"] - 2)    # always the paper's 2 MHSA blocks
-    check_heads(cfg, kwargs["num_heads"])
+    # (create_model has checked the family's rules: karat.config.models.check_family)
     model = ConVit(num_classes=num_classes, **kwargs)
     rel_indices_follow(model)
     model.karat_attention = cfg
@@ -58,9 +58,6 @@ def create_convit(name: str, num_classes: int, attention: str | Mapping[str, Any
     if not cfg.is_karat:
         return model
     blocks = mhsa_blocks(model)
-    if not blocks:
-        raise ValueError(f"{name}: depth={kwargs['depth']}, local_up_to_layer={kwargs['local_up_to_layer']} leaves "
-                         f"no MHSA block for KArAt; allowed: local_up_to_layer < depth")
     n = model.patch_embed.num_patches + 1                    # the class token joins before the first MHSA block
     ref = model.patch_embed.proj.weight
     shared = None

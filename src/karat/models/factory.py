@@ -28,7 +28,7 @@ from ..attention.config import AttentionConfig, check_heads, parse_attention
 from ..attention.layer import KArAtAttention
 from ..attention.operator import KArAtOperator
 
-from ..config.models import ARCHS, MODEL_NAMES, RESOLUTIONS, family, model_config  # noqa: F401  (re-exported)
+from ..config.models import ARCHS, MODEL_NAMES, RESOLUTIONS, check_family, family, model_config  # noqa: F401  (re-exported)
 
 
 def build_operators(cfg: AttentionConfig, num_heads: int, tokens_per_block: list[int]
@@ -90,6 +90,7 @@ def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[st
         for bad in ("attn_layer", "num_classes"):
             if bad in timm_kwargs:
                 raise ValueError(f"create_model: {bad} is set by karat and cannot be passed in timm_kwargs")
+        check_family(name, attention, timm_kwargs)   # the family's rules, the same ones params validation runs
         if fam == "convit":
             from .convit import create_convit
             model = create_convit(name, num_classes, attention, **timm_kwargs)

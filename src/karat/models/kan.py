@@ -115,10 +115,7 @@ class BSplineKAN(nn.Module):
 
 def create_kan(name: str, num_classes: int, attention: str | Mapping[str, Any] | AttentionConfig | None = "softmax",
                device=None, dtype=None, **kwargs) -> BSplineKAN:
-    if attention not in (None, "none") and parse_attention(attention).is_karat:
-        raise ValueError(f"{name}: attention={attention!r} is not allowed; allowed: 'softmax' or 'none' (a plain KAN "
-                         f"has no attention; the name sets its units)")
-    cfg = kan_config(name)
+    cfg = kan_config(name)   # (create_model has refused KArAt for a KAN: karat.config.models.check_family)
     cfg.update(kwargs)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = BSplineKAN(num_classes=num_classes, **cfg)

@@ -27,10 +27,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..attention.config import AttentionConfig, check_heads, parse_attention
+from ..attention.config import AttentionConfig, parse_attention
 from ..attention.operator import KArAtOperator
 from ..config.models import check_windowable, model_config  # noqa: F401  (re-exported)
-from .swap import SWIN_MASKS, swap_softmax
+from .swap import swap_softmax
 
 
 def window_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
@@ -47,20 +47,9 @@ def create_swin(name: str, num_classes: int, attention: str | Mapping[str, Any] 
                 swin_mask: str = "both", **timm_kwargs) -> nn.Module:
     from timm.models.swin_transformer import SwinTransformer
 
-    cfg = parse_attention(attention)
-    if swin_mask not in SWIN_MASKS:
-        raise ValueError(f"{name}: swin_mask={swin_mask!r} is not allowed; allowed: {', '.join(SWIN_MASKS)}")
-    if cfg.is_karat and cfg.mode == "universal":
-        raise ValueError(f"{name}: attention mode='universal' is not allowed for Swin; allowed: mode='blockwise'. "
-                         f"A universal operator is one set of per-head operators for every block, but Swin's head "
-                         f"count changes from stage to stage (e.g. 3-6-12-24)")
+    cfg = parse_attention(attention)   # (create_model has checked the family's rules: karat.config.models.check_family)
     kwargs = model_config(name)
     kwargs.update(timm_kwargs)
-    heads = kwargs["num_heads"]
-    heads = tuple(heads) if isinstance(heads, (tuple, list)) else (heads,) * len(kwargs["depths"])
-    check_windowable(name, kwargs["img_size"], kwargs["patch_size"], kwargs["window_size"], len(kwargs["depths"]))
-    for h in heads:
-        check_heads(cfg, h)
     model = SwinTransformer(num_classes=num_classes, **kwargs)
     model.karat_attention = cfg
     model.karat_name = name
