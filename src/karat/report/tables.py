@@ -8,7 +8,6 @@ reading the numbers (resolution, depth, epochs, training-set size, ...).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -195,8 +194,8 @@ def build_table(number: int | str, results: Results) -> BuiltTable:
                                                    dataset=c.dataset, experiment=c.experiment, extra=c.extra))
              for c in table.cells()]
     built = BuiltTable(table=table, cells=cells)
-    built.differences = config_differences(built, results)
     built.scale = scale_mark(built, results)
+    built.differences = config_differences(built, results)
     return built
 
 
@@ -243,7 +242,7 @@ def scale_mark(built: BuiltTable, results: Results) -> str | None:
 def config_differences(built: BuiltTable, results: Results) -> list[str]:
     """What differs from the paper's set-up for the runs behind this table (one line per aspect)."""
     table, lines = built.table, []
-    if scale_mark(built, results):
+    if built.scale:
         scale = results.profile.scale
         lines.append(f"**{SCALE_TEXT[scale][0].upper() + SCALE_TEXT[scale][1:]}** (profile "
                      f"`{results.profile.name}`).")
@@ -310,39 +309,37 @@ def _transfer_lines(specs: list, results: Results) -> list[str]:
     return lines
 
 
-# The paper's architecture of each family (PAPER §2): ViT and ConViT at 224 px in 16 px patches, 12 blocks;
-# Swin-Tiny at 224 px in 4 px patches, stages 2-2-6-2 of 7 x 7 windows. Plain KANs: the Table 14 row is the model.
-PAPER_SWIN_DEPTHS = (2, 2, 6, 2)
+# The paper's Swin-Tiny (PAPER §2.3), whose stages and windows a Swin run is compared with. ViT and ConViT:
+# PAPER_PATCH / PAPER_IMG / PAPER_DEPTH. Plain KANs: the Table 14 row is the model, so nothing to compare.
+PAPER_SWIN = "swin_tiny_patch4_window7_224"
 
 
 def _model_differences(specs: list) -> list[str]:
     """Resolution, depth and other model overrides of our runs against the paper's model of each family."""
     from karat.config.models import family, model_config   # torch-free
 
+    def swin_text(c: dict) -> str:
+        return (f"{c['img_size']}×{c['img_size']} images in {c['patch_size']}×{c['patch_size']} patches, stages "
+                f"{'-'.join(map(str, c['depths']))} of {c['window_size']}×{c['window_size']} windows "
+                f"({c['window_size'] ** 2} tokens per window)")
+
     lines, depths = [], set()
     for model in sorted({s.model for s in specs}):
-        fam = family(model)
+        fam, base = family(model), model_config(model)
         kwargs = [s.model_kwargs for s in specs if s.model == model]
         if fam == "swin":
-            for cfg in sorted({json.dumps({**model_config(model), **k}, sort_keys=True) for k in kwargs}):
-                cfg = json.loads(cfg)
-                stages = tuple(cfg["depths"])
-                if cfg["img_size"] != PAPER_IMG or stages != PAPER_SWIN_DEPTHS:
-                    lines.append(f"Resolution: our `{model}` sees {cfg['img_size']}×{cfg['img_size']} images in "
-                                 f"{cfg['patch_size']}×{cfg['patch_size']} patches, stages "
-                                 f"{'-'.join(map(str, stages))} of {cfg['window_size']}×{cfg['window_size']} windows "
-                                 f"({cfg['window_size'] ** 2} tokens per window); the paper's Swin-Tiny sees "
-                                 f"{PAPER_IMG}×{PAPER_IMG} in stages {'-'.join(map(str, PAPER_SWIN_DEPTHS))} "
-                                 f"(49 tokens per window).")
+            paper = swin_text(model_config(PAPER_SWIN))
+            for text in sorted({swin_text({**base, **k}) for k in kwargs} - {paper}):
+                lines.append(f"Resolution: our `{model}` sees {text}; the paper's Swin-Tiny sees {paper}.")
             continue
         if fam not in ("vit", "convit"):
             continue
-        patch, img = model_config(model)["patch_size"], model_config(model)["img_size"]
+        patch, img = base["patch_size"], base["img_size"]
         if (patch, img) != (PAPER_PATCH, PAPER_IMG):
             lines.append(f"Resolution: our `{model}` sees {img}×{img} images in {patch}×{patch} patches "
                          f"({(img // patch) ** 2 + 1} tokens); the paper uses {PAPER_IMG}×{PAPER_IMG} / "
                          f"{PAPER_PATCH} ({(PAPER_IMG // PAPER_PATCH) ** 2 + 1} tokens).")
-        depths |= {k.get("depth", model_config(model)["depth"]) for k in kwargs}
+        depths |= {k.get("depth", base["depth"]) for k in kwargs}
     if depths and sorted(depths) != [PAPER_DEPTH]:
         lines.append(f"Depth: {', '.join(map(str, sorted(depths)))} blocks (model override) instead of the paper's "
                      f"{PAPER_DEPTH}.")
@@ -353,15 +350,13 @@ def _model_differences(specs: list) -> list[str]:
     return lines
 
 
-def _is_kan(spec: Any) -> bool:
-    from karat.config.models import family
-    return family(spec.model) == "kan"
-
-
 def _run_differences(specs: list, results: Results) -> list[str]:
+    from karat.config.models import family   # torch-free
+
     recipe = paper_data.paper_recipe()
     lines = _model_differences(specs)
-    kans, others = [s for s in specs if _is_kan(s)], [s for s in specs if not _is_kan(s)]
+    kans = [s for s in specs if family(s.model) == "kan"]
+    others = [s for s in specs if s not in kans]
     epochs = sorted({s.recipe["train"].get("epochs") for s in others})
     if epochs and epochs != [recipe["epochs"]]:
         lines.append(f"Epochs: {', '.join(map(str, epochs))} instead of {recipe['epochs']}.")
