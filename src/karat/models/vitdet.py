@@ -24,7 +24,6 @@ Mask R-CNN settings), e.g. the ``ci`` profile's tiny ViT-Det. Also registered in
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Mapping
