@@ -216,3 +216,25 @@ def test_every_recipe_in_params_yaml_validates():
         assert d["img_size"] in (28, 32, 56, 224), (name, d["img_size"])
     paper = validate_data_recipe(resolve_recipe(params, "paper")["data"])
     assert paper["auto_augment"] == "rand-m15-n2-mstd1.0-inc1" and paper["eval_crop_pct"] == 0.9
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_loaders_take_read_only_memmapped_labels_without_a_warning(tmp_path, split):
+    """Prepared labels are read-only memmaps; torch.from_numpy of a read-only array warns ("The given NumPy
+    array is not writable") on every batch. Neither loader may pass one to torch (issue 21)."""
+    import warnings
+    ds = _dataset()
+    for name in ("train_labels", "test_labels"):
+        path = tmp_path / f"{name}.npy"
+        np.save(path, getattr(ds, name))
+        setattr(ds, name, np.load(path, mmap_mode="r"))
+    assert not ds.test_labels.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ys = [y for _, y in build_eval_loader(ds, _recipe(eval_crop_pct=1.0), batch_size=16, device="cpu",
+                                              split=split)]
+        np.testing.assert_array_equal(torch.cat(ys).numpy(), getattr(ds, f"{split}_labels"))
+        for mode in ("device", "workers"):
+            train = build_train_loader(ds, _recipe(), batch_size=16, seed=0, device="cpu", mode=mode,
+                                       num_workers=0)
+            assert len([y for _, y in train]) == len(train)

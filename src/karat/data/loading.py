@@ -275,7 +275,9 @@ class EvalLoader:
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size = {batch_size!r}: expected a positive integer")
         self.images, labels = ds.split(split)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        # a writable copy: the prepared labels are a read-only memmap, and torch.from_numpy on a read-only
+        # array warns ("The given NumPy array is not writable") on every batch of every evaluation
+        self.labels = np.array(labels, dtype=np.int64)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.dense = not isinstance(self.images, EncodedImages)
         self.num_workers = num_workers if num_workers is not None else min(8, max(0, _cpu_count() - 1))
