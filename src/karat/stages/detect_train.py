@@ -3,10 +3,15 @@
     python -m karat detect_train --profile ci --run coco_synth-vitdet_base_patch16_224-G1B-fixture-s0
 
 The science is :func:`karat.training.detection.train_detection`. Exit code 3: the loss became NaN/inf.
+
+One writer per run (karat.utils.runlock): while another process trains the same run, whoever started it,
+this one stops at once with exit code 2 and a message naming the holder (pid, host, SLURM job id, command).
 """
 from __future__ import annotations
 
 import sys
+
+from karat.utils.runlock import run_lock
 
 from ._shell import run_parser, user_errors
 
@@ -28,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = resolve_detection_run(args.params, args.profile, args.run)
     try:
-        detection.train_detection(spec, device=args.device, progress=args.progress)
+        with run_lock(spec.state_dir, spec.run_id):  # one writer per run, whoever started it
+            detection.train_detection(spec, device=args.device, progress=args.progress)
     except NonFiniteLossError as exc:
         print(f"error: {spec.run_id}: {exc}", file=sys.stderr, flush=True)
         return EXIT_NON_FINITE

@@ -5,10 +5,15 @@
 
 The science is :func:`karat.training.loop.train` (``karat.training.train``). Exit code 3: the loss became
 NaN/inf (the last good state is kept; the message says what to change).
+
+One writer per run (karat.utils.runlock): while another process trains the same run, whoever started it,
+this one stops at once with exit code 2 and a message naming the holder (pid, host, SLURM job id, command).
 """
 from __future__ import annotations
 
 import sys
+
+from karat.utils.runlock import run_lock
 
 from ._shell import run_parser, user_errors
 
@@ -29,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = resolve_run(args.params, args.profile, args.run)
     try:
-        train(spec, device=args.device, progress=args.progress)
+        with run_lock(spec.state_dir, spec.run_id):  # one writer per run, whoever started it
+            train(spec, device=args.device, progress=args.progress)
     except NonFiniteLossError as exc:
         print(f"error: {spec.run_id}: {exc}", file=sys.stderr, flush=True)
         return EXIT_NON_FINITE
