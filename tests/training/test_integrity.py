@@ -156,3 +156,189 @@ def test_eval_batch_size_does_not_restart_training_but_lr_does(tmp_path, cifar_s
     assert ckpt.load_state(aside)["fingerprint"] != ckpt.load_state(state_path)["fingerprint"]
     assert ckpt.tensors_digest(ckpt.read_weights(Path(spec.out_dir) / "model.safetensors")[0]) \
         != ckpt.tensors_digest(weights)
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 22: a re-run republishes data-damaged copies; deterministic bytes; disk full
+
+def _sha(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_rerun_of_a_finished_run_republishes_weights_damaged_in_their_data(trained):
+    """A flipped bit in the data (same size, intact header) of a published best / EMA-best / snapshot is
+    found and replaced by an intact copy when `train` runs again on the finished run."""
+    out = Path(trained.out_dir)
+    files = [out / "best.safetensors", out / "best_ema.safetensors", out / "snapshots" / "epoch_0001.safetensors"]
+    good = {p: p.read_bytes() for p in files}
+    for p in files:
+        _flip_safetensors_data(p, 0.7)
+        assert p.stat().st_size == len(good[p])
+        with pytest.raises(CorruptArtifactError, match="fail their checksum"):
+            ckpt.verify_weights(p)
+    karat.training.train(trained, progress=False)
+    for p in files:
+        assert p.read_bytes() == good[p], f"{p} was not republished"
+        ckpt.verify_weights(p)
+
+
+def test_damaged_snapshot_advice_names_the_declared_folder_and_following_it_repairs(trained):
+    """Snakemake reruns `train` only for a missing declared output, and snapshots/ is one directory output:
+    the error must say to delete the folder, and doing just that (then re-running train) restores it."""
+    snaps = Path(trained.out_dir) / "snapshots"
+    snap = snaps / "epoch_0002.safetensors"
+    before = {p.name: p.read_bytes() for p in snaps.iterdir()}
+    _flip_safetensors_data(snap, 0.2)
+    with pytest.raises(CorruptArtifactError) as err:
+        ckpt.verify_weights(snap)
+    assert f"delete the whole folder {snaps} " in str(err.value)
+    with pytest.raises(CorruptArtifactError, match=f"delete the whole folder {snaps} "):
+        ckpt.read_weights(Path(str(snap)))
+    snap.write_bytes(b"\0" * 16)                                 # unreadable: the same advice
+    with pytest.raises(CorruptArtifactError, match=f"cannot read.*delete the whole folder {snaps} "):
+        ckpt.verify_weights(snap)
+    import shutil
+    shutil.rmtree(snaps)                                         # the advice, as a user would follow it
+    karat.training.train(trained, progress=False)
+    assert {p.name: p.read_bytes() for p in snaps.iterdir()} == before
+    # Any other run weights file: delete that file (a declared file output).
+    best = Path(trained.out_dir) / "best.safetensors"
+    msg = ckpt.damaged_weights_remedy(best)
+    assert f"delete {best} first" in msg and "whole folder" not in msg
+
+
+def test_damaged_state_copy_is_not_published_and_says_what_to_do(trained, tmp_path):
+    from karat.training.loop import _place
+
+    src = tmp_path / "state" / "snapshots" / "epoch_0001.safetensors"
+    src.parent.mkdir(parents=True)
+    src.write_bytes((Path(trained.state_dir) / "snapshots" / "epoch_0001.safetensors").read_bytes())
+    _flip_safetensors_data(src)
+    dst = tmp_path / "out" / "snapshots" / "epoch_0001.safetensors"
+    for check_data in (False, True):
+        with pytest.raises(CorruptArtifactError, match=f"state's copy of {dst} is damaged.*delete the run's "
+                                                       f"state folder {tmp_path / 'state'} "):
+            _place(src, dst, check_data=check_data)
+        assert not dst.exists()
+
+
+_SAVE_CHILD = r"""
+import hashlib, sys, torch
+from karat.training import checkpoint as ckpt
+g = torch.Generator().manual_seed(0)
+w = {f"blocks.{i}.attn.qkv.weight": torch.randn(6, 2, generator=g) for i in range(11)}
+w.update({"head.bias": torch.zeros(3, dtype=torch.bfloat16), "pos": torch.arange(4), "empty": torch.zeros(0)})
+meta = {"model": "vit", "attention": "G3B", "run_id": "r", "fingerprint": "0123", "epoch": "2", "note": "é",
+        "task": "cls", "extra": {"a": 1}}
+ckpt.save_weights(sys.argv[1] + "/w.safetensors", w, meta)
+ckpt.save_state(sys.argv[1] + "/state.pt", {"version": 2, "model": w, "log": [{"top1": 1.5}], "best": {"raw": 1}})
+print(hashlib.sha256(open(sys.argv[1] + "/w.safetensors", "rb").read()).hexdigest(),
+      hashlib.sha256(open(sys.argv[1] + "/state.pt", "rb").read()).hexdigest())
+"""
+
+
+def test_equal_weights_and_states_are_byte_identical_across_processes(tmp_path):
+    """DVC hashes files: identical weights (and resume states) must be identical bytes in every process.
+    safetensors' header map comes out in a random order per process; torch.save names its archive after
+    the (random) temporary file name."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .conftest import child_env
+
+    digests = []
+    for seed in ("0", "1", "2", "3"):
+        folder = tmp_path / seed
+        folder.mkdir()
+        res = subprocess.run([sys.executable, "-c", _SAVE_CHILD, str(folder)], capture_output=True, text=True,
+                             env={**child_env(), "PYTHONHASHSEED": seed}, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        digests.append(tuple(res.stdout.split()))
+    assert len(set(digests)) == 1, digests
+    path = tmp_path / "0" / "w.safetensors"
+    (n,) = struct.unpack("<Q", path.read_bytes()[:8])
+    assert n % 8 == 0 and path.read_bytes()[8:9] == b"{"
+    loaded = load_file(str(path))                         # safetensors' own readers accept the file
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata()["note"] == "é" and fh.metadata()["extra"] == '{"a": 1}'
+        assert sorted(fh.keys()) == sorted(loaded)
+    assert ckpt.tensors_digest(loaded) == ckpt.read_metadata(path)[ckpt.DIGEST_KEY]
+    assert ckpt.load_state(tmp_path / "0" / "state.pt")["log"] == [{"top1": 1.5}]
+
+
+def test_canonical_header_is_independent_of_key_order():
+    a = {"__metadata__": {"b": "2", "a": "1"}, "y": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+         "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    b = {"x": {"data_offsets": [0, 4], "shape": [1], "dtype": "F32"}, "__metadata__": {"a": "1", "b": "2"},
+         "y": {"shape": [1], "dtype": "F32", "data_offsets": [4, 8]}}
+    assert ckpt.canonical_header(a) == ckpt.canonical_header(b)
+    assert len(ckpt.canonical_header(a)) % 8 == 0
+
+
+def _disk_full_errors():
+    import errno
+
+    from safetensors import SafetensorError
+    return [OSError(errno.ENOSPC, "No space left on device"),
+            SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["OSError", "SafetensorError"])
+def test_disk_full_while_writing_weights_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, which):
+    import safetensors.torch
+
+    path = tmp_path / "run" / "model.safetensors"
+    state = {"w": torch.ones(1000)}
+    ckpt.save_weights(path, {"w": torch.zeros(1000)})
+    old = path.read_bytes()
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)                 # a partial write, then the disk is full
+        raise _disk_full_errors()[which]
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(KaratError, match=rf"{str(path).replace('.', '[.]')}: the disk is full.*needs about "
+                                         rf"3\.9 KiB.* free there now") as err:
+        ckpt.save_weights(path, state)
+    assert isinstance(err.value, ckpt.DiskFullError)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]   # no temporary file
+    assert path.read_bytes() == old                                                # the old file untouched
+
+
+def test_disk_full_while_writing_the_state_or_publishing_names_the_file(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from karat.training import loop
+
+    path = tmp_path / "state" / "state.pt"
+
+    def full_save(obj, fh):   # what torch.save does when its file object's write fails
+        fh.write(b"PK\3\4 partial")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 496 vs 466")
+
+    monkeypatch.setattr(torch, "save", full_save)
+    with pytest.raises(ckpt.DiskFullError, match=rf"{str(path).replace('.', '[.]')}: the disk is full"):
+        ckpt.save_state(path, {"epoch": 1, "t": torch.zeros(3)})
+    assert list(path.parent.iterdir()) == []
+    monkeypatch.undo()
+
+    src = tmp_path / "state" / "best_raw_e0001.safetensors"
+    ckpt.save_weights(src, {"w": torch.zeros(10)})
+    dst = tmp_path / "out" / "best.safetensors"
+
+    def full_copy(a, b, **kw):
+        Path(b).write_bytes(b"\0" * 7)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full_copy)
+    with pytest.raises(ckpt.DiskFullError, match=rf"{str(dst).replace('.', '[.]')}: the disk is full"):
+        loop._place(src, dst)
+    assert list(dst.parent.iterdir()) == []

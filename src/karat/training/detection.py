@@ -428,7 +428,7 @@ def _finish(spec, t, model, meta, out_dir: Path, rows, totals, device, world, n_
     _write_log(out_dir / "log.csv", rows)
     state_copy = Path(spec.state_dir) / "model.safetensors"
     ckpt.save_weights(state_copy, model.state_dict(), {**meta, "iteration": str(rows[-1]["iteration"])})
-    _place(state_copy, out_dir / "model.safetensors")
+    _place(state_copy, out_dir / "model.safetensors", check_data=True)  # a damaged published copy is replaced
     summary = {
         "task": "detection", "run_id": spec.run_id, "iterations": rows[-1]["iteration"],
         "epochs": rows[-1]["epoch"], "last": rows[-1], "eval_images_along_training": n_val,

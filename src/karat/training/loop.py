@@ -305,25 +305,70 @@ class _Progress:
 # --------------------------------------------------------------------------------------------------
 # files
 
-def _place(src: Path, dst: Path) -> None:
+def _place(src: Path, dst: Path, check_data: bool = False) -> None:
     """Publish a copy of the resume-state file ``src`` at ``dst``, atomically, after checking its checksum.
 
     Always a copy, never a (hard) link: a published artifact and the resume state must not share storage, or
-    damage to the published file (a user, a tool, a bad disk block) would also destroy the only good copy."""
+    damage to the published file (a user, a tool, a bad disk block) would also destroy the only good copy.
+
+    A copy already at ``dst`` is kept when it is intact. After every epoch (``check_data`` False) that means
+    the same size and the state copy's checksum in its header: reading every snapshot's data after every
+    epoch would cost epochs x snapshots file reads. At the end of every session, a re-run of a finished run
+    included (``check_data`` True), the published copy must be byte-identical to the state copy, whose
+    tensors are verified first: a copy damaged anywhere (a flipped bit in its data, same size, same header)
+    is replaced by an intact one."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() and os.path.samefile(src, dst):  # an old hard-linked layout: break the link
         dst.unlink()
     if src.suffix == ".safetensors":
-        want = ckpt.read_metadata(src).get(ckpt.DIGEST_KEY)
-        if want and dst.is_file() and dst.stat().st_size == src.stat().st_size:
-            try:  # already published: a header read (every load of the file checks its data)
-                if ckpt.read_metadata(dst).get(ckpt.DIGEST_KEY) == want:
-                    return
-            except CorruptArtifactError:
-                pass
-        ckpt.verify_weights(src)  # never publish a damaged state copy
-    with atomic_path(dst) as tmp:
+        if not check_data:
+            want = _state_copy_metadata(src, dst).get(ckpt.DIGEST_KEY)
+            if want and dst.is_file() and dst.stat().st_size == src.stat().st_size:
+                try:  # already published: a header read (every load of the file checks its data)
+                    if ckpt.read_metadata(dst).get(ckpt.DIGEST_KEY) == want:
+                        return
+                except CorruptArtifactError:
+                    pass
+        _verify_state_copy(src, dst)  # never publish a damaged state copy
+        if check_data and dst.is_file() and _same_bytes(src, dst):
+            return
+    with ckpt.writing(dst, need=src.stat().st_size) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def _same_bytes(a: Path, b: Path, chunk: int = 1 << 24) -> bool:
+    """Whether two files hold the same bytes (read in full: no stat-based shortcut, unlike filecmp's cache)."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _damaged_state_copy(src: Path, dst: Path, exc: CorruptArtifactError) -> CorruptArtifactError:
+    state_dir = src.parent.parent if src.parent.name == "snapshots" else src.parent
+    return CorruptArtifactError(
+        f"{src}: the resume state's copy of {dst} is damaged, so it cannot be (re)published ({exc}). The run's "
+        f"other published files are unaffected. To rebuild it, delete the run's state folder {state_dir} and "
+        f"re-run the training stage: the run is retrained from scratch.")
+
+
+def _state_copy_metadata(src: Path, dst: Path) -> dict:
+    try:
+        return ckpt.read_metadata(src)
+    except CorruptArtifactError as exc:
+        raise _damaged_state_copy(src, dst, exc) from None
+
+
+def _verify_state_copy(src: Path, dst: Path) -> None:
+    try:
+        ckpt.verify_weights(src)
+    except CorruptArtifactError as exc:
+        raise _damaged_state_copy(src, dst, exc) from None
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -587,17 +632,20 @@ def _check_finite(first_bad, no_bad, ctx: _Dist, e1, steps, optimizer, state_pat
         f"good state and hits the same step again unless the cause was transient.", epoch=e1, step=bad + 1)
 
 
-def _publish(out_dir: Path, state_dir: Path, rows: list, snapshots: dict) -> None:
-    """(Re)create the declared outputs from the state folder: log.csv and snapshots (copies)."""
+def _publish(out_dir: Path, state_dir: Path, rows: list, snapshots: dict, check_data: bool = False) -> None:
+    """(Re)create the declared outputs from the state folder: log.csv and snapshots (copies; ``check_data``:
+    see :func:`_place`)."""
     _write_log(out_dir / "log.csv", rows)
     for e, name in sorted(snapshots.items()):
-        _place(state_dir / "snapshots" / name, out_dir / "snapshots" / name)
+        _place(state_dir / "snapshots" / name, out_dir / "snapshots" / name, check_data=check_data)
     atomic_write_json(out_dir / "snapshots" / "index.json", {str(e): name for e, name in sorted(snapshots.items())})
 
 
 def _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best, totals, device, world) -> dict:
     last = len(rows)
-    _publish(out_dir, state_dir, rows, snapshots)
+    # Every session ends here, a re-run of a finished run included: each published copy's data is checked
+    # against the state's, and a damaged one is replaced (model / EMA are rewritten from the state itself).
+    _publish(out_dir, state_dir, rows, snapshots, check_data=True)
     ckpt.save_weights(out_dir / "model.safetensors", model.state_dict(), {**meta, "epoch": str(last)})
     # With EMA off the EMA files still exist (the orchestrators declare them) and hold the raw weights;
     # train.json says so ("ema_files_hold": "raw") and evaluate() reports no EMA results.
@@ -606,7 +654,7 @@ def _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best
     for which, name in (("raw", "best.safetensors"), ("ema", "best_ema.safetensors")):
         source = best[which]["file"] or (best["raw"]["file"] if ema is None else None)
         if source:
-            _place(state_dir / source, out_dir / name)
+            _place(state_dir / source, out_dir / name, check_data=True)
     summary = {
         "run_id": spec.run_id, "epochs": last, "best_epoch": best["raw"]["epoch"], "best_top1": best["raw"]["top1"],
         "best_ema_epoch": best["ema"]["epoch"] if ema is not None else None,
