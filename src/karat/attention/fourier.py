@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .bases import _COUNTING
+from .compiling import _run
 
 
 BASE_ACTIVATIONS = ("zero", "identity", "silu", "gelu")
@@ -80,7 +81,6 @@ def _fourier_z(s: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None, ac
     """z[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m s[b,h,k,q]) + b[h,p,q,m] sin(m s[b,h,k,q])
     (+ sum_q base_w[h,p,q] act(s[b,h,k,q]) when a base activation is on). Callers bound s (row or batch
     chunks): the features are 2G times its size."""
-    from .kernels import _run
     G = a.shape[-1]
     f = _run("fourier_features", _features, s, G)                          # [G, ..., 2 in]
     ab = _coef_matrix(a, b)                                                 # [G, h, 2 in, out]
@@ -92,7 +92,6 @@ def _fourier_z(s: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None, ac
 
 def _fourier_z_backward(s: Tensor, gz: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None,
                         act: str = "zero") -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    from .kernels import _run
     G, n_in = a.shape[-1], s.shape[-1]
     f = _run("fourier_features", _features, s, G)                          # [G, ..., 2 in]
     ab = _coef_matrix(a, b)
