@@ -146,3 +146,49 @@ def test_upstream_weights_are_inputs_of_exactly_the_derived_stages(monkeypatch):
     assert "attentions.G3B" in st[f"train-{STUDENT}"].params
     # the report reads every run, derived ones too
     assert f"runs/ci/{FT}/eval.json" in st["report"].deps and f"runs/ci/{STUDENT}/eval.json" in st["report"].deps
+
+
+# ---- issue 22: a teacher / student depth mismatch is refused by `validate`, with the trainer's rule
+
+def test_a_student_of_another_depth_is_refused_before_training(params):
+    # the student's group has its own depth (3); its teacher, the main group's G3B run, has the profile's 2
+    msg = refused(params, lambda p: group(p, "attention_transfer").update(model_overrides={"depth": 3}))
+    assert "groups[2].attention_from: the teacher has 2 attention blocks and the student 3" in msg
+    assert f"student {STUDENT}" in msg and f"teacher {G3B}" in msg and "allowed: the same depth" in msg
+    # a teacher of the student's depth is fine: both groups with depth 3
+    p = copy.deepcopy(params)
+    group(p, "attention_transfer")["model_overrides"] = {"depth": 3}
+    group(p, "main")["model_overrides"] = {"depth": 3}
+    group(p, "finetune")["model_overrides"] = {"depth": 3}
+    assert expand_profile(p, "ci").runs[STUDENT].attention_from["run"] == G3B
+
+
+def test_validation_and_training_apply_the_same_depth_rule(params):
+    """`validate` and AttentionTransfer (the trainer) both call karat.config.transfer.transfer_blocks: the
+    configuration's message and the built models' message state the same rule."""
+    msg = refused(params, lambda p: group(p, "attention_transfer").update(model_overrides={"depth": 3}))
+    from karat.config.transfer import TransferRuleError, transfer_blocks
+    from karat.models import create_model
+    from karat.training.attention_transfer import AttentionTransfer
+    from karat.training.transfer import TransferError
+
+    with pytest.raises(TransferRuleError) as rule:
+        transfer_blocks(2, 3, "all")
+    assert str(rule.value) in msg
+    spec = expand_profile(params, "ci").runs[STUDENT]
+    small = dict(embed_dim=32, num_heads=2)
+    teacher = create_model("vit_tiny_patch4_32", num_classes=10, attention="G3B", depth=2, **small)
+    student = create_model("vit_tiny_patch4_32", num_classes=10, depth=3, **small)
+    with pytest.raises(TransferError) as err:
+        AttentionTransfer(spec, student, teacher)
+    assert str(err.value) == f"{STUDENT}: attention_from: {rule.value}"
+
+
+def test_attention_transfer_between_other_families_is_refused(params):
+    # ConViT / Swin / KAN have no karat ViT attention layers for the trainer to read and replace
+    def mutate(p):
+        g = group(p, "attention_transfer")
+        g.update(models=["convit_tiny_patch4_32"], model_overrides={"depth": 4, "embed_dim": 16})
+    msg = refused(params, mutate)
+    assert "attention_from: the student cifar10_fixture-convit_tiny_patch4_32-softmax-s0-atcopy-G3B" in msg
+    assert "(convit) run" in msg and "allowed: vit_* models" in msg

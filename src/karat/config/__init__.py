@@ -334,6 +334,8 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
             recipe = resolve_recipe(params, group["recipe"], name, dataset)
             validate_recipe(f"profiles.{name} (recipe {group['recipe']!r} for {dataset}, with overrides)", recipe)
             for model in group["models"]:
+                _check_overrides(name, prof, group, model, f"{dataset}-{model}-{group['attentions'][0]}-"
+                                                           f"s{group['seeds'][0]}")
                 for label in group["attentions"]:
                     for seed in group["seeds"]:
                         run_id = f"{dataset}-{model}-{label}-s{seed}"
@@ -361,8 +363,7 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                             dataset=dataset, subset=subset, prepared_dir=need.prepared_dir,
                             num_classes=params["datasets"][dataset]["num_classes"], seed=seed,
                             recipe_name=group["recipe"], recipe=copy.deepcopy(recipe),
-                            model_kwargs=copy.deepcopy(group.get("model_overrides",
-                                                                 prof.get("model_overrides", {}))),
+                            model_kwargs=copy.deepcopy(_model_overrides(name, prof, group)[1]),
                             gpus=prof.get("gpus_per_run", 1),
                             out_dir=Path("runs") / name / run_id,
                             state_dir=Path(".karat_state") / name / run_id)
@@ -384,15 +385,30 @@ def expand_profile(params: dict, name: str, params_path: Path = Path(DEFAULT_PAR
                    scale=prof.get("scale", "paper" if name == "paper" else "reduced"))
 
 
+def _model_overrides(name: str, prof: dict, group: dict) -> tuple[str, dict]:
+    """(where they are written, the model_overrides) of a group's runs: the group's own, else the profile's."""
+    if "model_overrides" in group:
+        return f"profiles.{name}.groups[{group['name']}].model_overrides", group["model_overrides"] or {}
+    return f"profiles.{name}.model_overrides", prof.get("model_overrides") or {}
+
+
+def _check_overrides(name: str, prof: dict, group: dict, model: str, run_id: str) -> None:
+    """Every model_overrides key must be a keyword that ``model``'s family takes (karat.config.models
+    .check_overrides, read from the creators' code), refused here for every family: a misspelling would
+    otherwise surface as ``unexpected keyword`` when the run's job starts, or, on a run another starts from,
+    as "another architecture"."""
+    from .models import check_overrides
+    field, overrides = _model_overrides(name, prof, group)
+    short = "model_overrides" if "model_overrides" in group else field
+    try:
+        check_overrides(model, overrides, field=short)
+    except ValueError as exc:
+        raise ParamsError(f"profiles.{name}.groups[{group['name']}] (model {model}, run {run_id}): {exc}") from None
+
+
 def _resolve_derived(name: str, prof: dict, params: dict, runs: dict, pending: dict) -> None:
     """Fill in ``finetune_from`` / ``attention_from`` of the derived runs, upstream runs first."""
     import dataclasses
-
-    from .models import model_config
-
-    def geometry(model: str) -> tuple[int, int, int]:
-        arch = {**model_config(model), **prof.get("model_overrides", {})}
-        return arch["num_heads"], arch["depth"], (arch["img_size"] // arch["patch_size"]) ** 2 + 1
 
     left = dict(pending)
     while left:
@@ -408,10 +424,9 @@ def _resolve_derived(name: str, prof: dict, params: dict, runs: dict, pending: d
             spec, upstream = runs[run_id], runs[up]
             if kind == "finetune":
                 resolved = dataclasses.replace(spec, finetune_from=transfer.resolve_finetune(where, src, spec, upstream))
-            else:
-                heads = {m: geometry(m) for m in (spec.model, upstream.model)}
+            else:   # (each run's own model_overrides: a group's may differ from its teacher's)
                 resolved = dataclasses.replace(
-                    spec, attention_from=transfer.resolve_attention(where, src, spec, upstream, heads))
+                    spec, attention_from=transfer.resolve_attention(where, src, spec, upstream))
             runs[run_id] = resolved
             del left[run_id]
             progressed = True
@@ -433,26 +448,16 @@ def _train_images(params: dict, dataset: str, subset: dict) -> int | None:
 
 def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
     """What would otherwise fail only when a job runs, after earlier jobs spent their time: a batch larger
-    than the training set, model overrides that do not fit the model, hybrid heads that leave no KArAt head."""
+    than the training set (every family: the loader drops the last partial batch), model overrides that do not
+    fit the model, hybrid heads that leave no KArAt head. (Unknown override keys: _check_overrides, earlier.)"""
     from karat.attention.config import check_heads, parse_attention  # no torch import
     from .models import model_config
 
     from .models import family
+    groups = {g["name"]: g for g in prof["groups"]}
     for run in runs.values():
         where = f"profiles.{name}.groups[{run.group}] (run {run.run_id})"
-        if family(run.model) != "vit":
-            # ConViT / Swin / KAN: create_model checks the rest (windows, heads, universal Swin) on the meta device
-            _check_family_run(where, run)
-            continue
-        arch = {**model_config(run.model), **run.model_kwargs}
-        if arch["embed_dim"] % arch["num_heads"]:
-            raise ParamsError(f"profiles.{name}.model_overrides: embed_dim = {arch['embed_dim']} is not divisible by "
-                              f"num_heads = {arch['num_heads']} (model {run.model}); allowed: a multiple of the head "
-                              f"count")
-        try:
-            check_heads(parse_attention(run.attention), arch["num_heads"])
-        except ValueError as exc:
-            raise ParamsError(f"{where}: attentions.{run.attention_label}: {exc}") from None
+        # every family: a batch larger than the training set gives no training step
         batch = run.recipe["train"]["batch_size"]
         n_train = _train_images(params, run.dataset, params["subsets"][run.subset])
         if n_train is not None and batch > n_train:
@@ -460,6 +465,20 @@ def _check_runs_fit(name: str, prof: dict, params: dict, runs: dict) -> None:
                 f"{where}: batch_size = {batch} is larger than the {n_train} training images of {run.dataset} in "
                 f"subset {run.subset!r}: no full batch, no training step. Allowed: batch_size <= {n_train} "
                 f"(set it in recipe {run.recipe_name!r} or profiles.{name}.overrides.train).")
+        if family(run.model) != "vit":
+            # ConViT / Swin / KAN: create_model checks the rest (windows, heads, universal Swin) on the meta device
+            _check_family_run(where, run)
+            continue
+        arch = {**model_config(run.model), **run.model_kwargs}
+        if arch["embed_dim"] % arch["num_heads"]:
+            field = _model_overrides(name, prof, groups[run.group])[0]
+            raise ParamsError(f"{field}: embed_dim = {arch['embed_dim']} is not divisible by num_heads = "
+                              f"{arch['num_heads']} (model {run.model}, run {run.run_id}); allowed: a multiple of the "
+                              f"head count")
+        try:
+            check_heads(parse_attention(run.attention), arch["num_heads"])
+        except ValueError as exc:
+            raise ParamsError(f"{where}: attentions.{run.attention_label}: {exc}") from None
 
 
 def _check_family_run(where: str, run) -> None:

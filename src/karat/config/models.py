@@ -15,7 +15,12 @@ Families (``family(name)``):
 """
 from __future__ import annotations
 
+import ast
+import difflib
+import functools
+import importlib.util
 import re
+from pathlib import Path
 from typing import Any
 
 ARCHS = {
@@ -169,5 +174,103 @@ def check_family(name: str, attention: Any, kwargs: dict | None = None) -> None:
         check_heads(cfg, kw["num_heads"])
 
 
-__all__ = ["check_windowable", "check_family", "ARCHS", "RESOLUTIONS", "MODEL_NAMES", "VIT_NAMES", "CONVIT", "SWIN", "KAN_PATTERN", "model_config",
+# --------------------------------------------------------------------------------------------------
+# model_overrides: the keywords each family's creator accepts, read from the code that takes them
+
+#: family -> (karat's creator, the constructor it passes the keywords to), each as (package, file, name).
+#: create_model passes a run's ``model_overrides`` to the creator, which passes what it does not take itself
+#: to the constructor; both lists are read from the source, so a new timm or karat keyword is allowed the day
+#: it exists and a removed one is refused.
+CONSTRUCTORS = {
+    "vit": (("karat", "models/factory.py", "create_model"),
+            ("timm", "models/vision_transformer.py", "VisionTransformer")),
+    "convit": (("karat", "models/convit.py", "create_convit"), ("timm", "models/convit.py", "ConVit")),
+    "swin": (("karat", "models/swin.py", "create_swin"), ("timm", "models/swin_transformer.py", "SwinTransformer")),
+    "kan": (("karat", "models/kan.py", "create_kan"), ("karat", "models/kan.py", "BSplineKAN")),
+}
+#: create_model's own arguments (name, num_classes, attention), which every creator takes first
+CREATOR_POSITIONALS = 3
+#: keywords karat sets and a profile cannot: the class count comes from the data set, the attention layer from
+#: ``attentions`` (create_model refuses both in its keywords), the device and dtype from the trainer
+_KARAT_SET_WHY = {"num_classes": "from the data set's num_classes", "attn_layer": "from the group's attentions",
+                  "device": "the trainer places the model", "dtype": "the trainer sets the precision"}
+KARAT_SET = frozenset(_KARAT_SET_WHY)
+_TOP_LEVEL = re.compile(r"^(?:class |def |async def |@|[A-Za-z_])", re.M)
+
+
+def _source_file(package: str, relpath: str) -> Path:
+    if package == "karat":
+        return Path(__file__).resolve().parents[1] / relpath
+    spec = importlib.util.find_spec(package)        # finds the package without importing it (nor torch)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"package {package!r} is not installed; run `bash scripts/install.sh`")
+    return Path(list(spec.submodule_search_locations)[0]) / relpath
+
+
+@functools.lru_cache(maxsize=None)
+def signature_keywords(package: str, relpath: str, name: str) -> tuple[str, ...]:
+    """The named parameters of function ``name`` (of class ``name``'s ``__init__``, without self) in
+    ``package/relpath``, read with ``ast`` from the source: importing timm would import torch, which params
+    validation must not (the orchestrators answer "what is the DAG?" without it). Only the definition is
+    parsed (timm's vision_transformer.py is long); the whole file when that slice does not parse alone."""
+    path = _source_file(package, relpath)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it to list the keywords of {name} ({exc.strerror})") from None
+    m = re.search(rf"^(?:class|def) {re.escape(name)}\b", text, re.M)
+    if m is None:
+        raise ValueError(f"{path} defines no {name}: karat.config.models.CONSTRUCTORS names a constructor that "
+                         f"moved (another timm version?)")
+    end = _TOP_LEVEL.search(text, m.end())
+    try:
+        tree = ast.parse(text[m.start(): end.start() if end else len(text)])
+    except SyntaxError:
+        tree = ast.parse(text)
+    node = next(n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == name)
+    if isinstance(node, ast.ClassDef):
+        init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        if init is None:
+            raise ValueError(f"{path}: class {name} defines no __init__ to read its keywords from")
+        node = init
+    args = node.args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    return tuple(n for n in names if n not in ("self", "cls"))
+
+
+@functools.lru_cache(maxsize=None)
+def allowed_overrides(fam: str) -> tuple[str, ...]:
+    """The ``model_overrides`` keys a model of family ``fam`` takes, sorted: the creator's own keywords (after
+    create_model's name, num_classes, attention; e.g. Swin's swin_mask) and its constructor's, less KARAT_SET."""
+    if fam not in CONSTRUCTORS:
+        raise ValueError(f"family {fam!r} is not allowed; allowed: {sorted(CONSTRUCTORS)}")
+    creator, constructor = CONSTRUCTORS[fam]
+    keys = set(signature_keywords(*creator)[CREATOR_POSITIONALS:]) | set(signature_keywords(*constructor))
+    return tuple(sorted(keys - KARAT_SET))
+
+
+def check_overrides(name: str, overrides: dict | None, field: str = "model_overrides") -> None:
+    """Refuse a ``model_overrides`` key that model ``name``'s family does not take (a misspelling, another
+    family's keyword), naming ``field.key``, its value, the closest allowed key and every allowed key: without
+    this the run's job dies with ``unexpected keyword argument`` after the jobs before it spent their time."""
+    fam = family(name)
+    allowed = allowed_overrides(fam)
+    for key, value in (overrides or {}).items():
+        if key in allowed:
+            continue
+        creator, constructor = CONSTRUCTORS[fam]
+        hint = ""
+        if key in KARAT_SET:
+            why = f"karat sets {key} itself ({_KARAT_SET_WHY[key]})"
+        else:
+            why = f"{name} takes no such keyword ({creator[2]} and {constructor[0]}'s {constructor[2]} take none)"
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{field}.{key} = {value!r} is not allowed: {why}.{hint} Allowed for {name}: "
+                         f"{', '.join(allowed)}")
+
+
+__all__ = ["allowed_overrides", "check_overrides", "signature_keywords", "CONSTRUCTORS", "KARAT_SET",
+           "check_windowable", "check_family", "ARCHS", "RESOLUTIONS", "MODEL_NAMES", "VIT_NAMES", "CONVIT", "SWIN",
+           "KAN_PATTERN", "model_config",
            "family", "is_model_name", "kan_config", "geometry"]

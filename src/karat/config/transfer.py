@@ -105,8 +105,9 @@ def resolve_finetune(where: str, src: dict, spec, upstream) -> dict:
         raise _error(f"{where}: the upstream run {upstream.run_id} is a copy-mode attention-transfer student, whose "
                      f"weights alone are not a model (its attention comes from its teacher)")
     if upstream.model != spec.model or upstream.model_kwargs != spec.model_kwargs:
-        raise _error(f"{where}: run {spec.run_id} ({spec.model}) cannot start from {upstream.run_id} "
-                     f"({upstream.model}): another architecture; allowed: a run of the same model")
+        raise _error(f"{where}: run {spec.run_id} ({spec.model}, model_overrides {spec.model_kwargs}) cannot start "
+                     f"from {upstream.run_id} ({upstream.model}, model_overrides {upstream.model_kwargs}): another "
+                     f"architecture; allowed: a run of the same model with the same model_overrides")
     if upstream.attention != spec.attention:
         raise _error(f"{where}: run {spec.run_id} (attention {spec.attention_label}) cannot start from "
                      f"{upstream.run_id} (attention {upstream.attention_label}): another attention variant; allowed: "
@@ -125,30 +126,80 @@ def resolve_finetune(where: str, src: dict, spec, upstream) -> dict:
     return out
 
 
-def resolve_attention(where: str, src: dict, spec, teacher, heads: dict) -> dict:
-    """The resolved ``attention_from`` of ``spec``: teacher, options; checked for tokens, depth and heads.
+class TransferRuleError(ValueError):
+    """A rule of attention transfer is broken; ``field`` is the ``attention_from`` key at fault (None: the
+    teacher / student pair itself)."""
 
-    ``heads``: model name -> (num_heads, depth, tokens) with the profile's model overrides applied."""
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def at(self, where: str) -> str:
+        """The message under ``where`` (e.g. ``profiles.ci.groups[2].attention_from``)."""
+        return f"{where}.{self.field}: {self}" if self.field else f"{where}: {self}"
+
+
+def transfer_blocks(teacher_blocks: int, student_blocks: int, blocks) -> list[int]:
+    """The student's attention blocks that take the teacher's maps (Table 4): block i takes the teacher's block i,
+    so the student must have as many attention blocks as the teacher gives maps for; ``blocks`` ('all' or
+    distinct indices) picks among them. Raises TransferRuleError.
+
+    The one statement of the rule: params validation calls it with the block counts the configuration gives
+    (:func:`vit_geometry`), the trainer (karat.training.attention_transfer) with the attention layers of the
+    models it built, so `validate` refuses exactly what training would."""
+    if teacher_blocks != student_blocks:
+        raise TransferRuleError(f"the teacher has {teacher_blocks} attention blocks and the student "
+                                f"{student_blocks}; allowed: the same depth (block i takes the teacher's block i)")
+    if blocks == "all":
+        return list(range(student_blocks))
+    ok = isinstance(blocks, (list, tuple)) and all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < student_blocks for b in blocks)
+    if not ok or len(set(blocks)) != len(blocks):
+        raise TransferRuleError(f"{blocks!r} is not allowed; allowed: 'all' or distinct block indices in "
+                                f"[0, {student_blocks - 1}]", field="blocks")
+    return sorted(blocks)
+
+
+def vit_geometry(where: str, role: str, run) -> tuple[int, int, int]:
+    """(heads, attention blocks, tokens N) of a run's model with its model_overrides, for attention transfer,
+    which works on karat's ViT attention layers (karat.models.inspect.attention_layers): another family is
+    refused here, as the trainer would refuse it."""
+    from .models import family, model_config
+    fam = family(run.model)
+    if fam != "vit":
+        raise _error(f"{where}: the {role} {run.run_id} is a {run.model} ({fam}) run; attention transfer reads and "
+                     f"replaces karat's ViT attention layers (block i of the teacher to block i of the student); "
+                     f"allowed: vit_* models")
+    arch = {**model_config(run.model), **(run.model_kwargs or {})}
+    img, patch = arch["img_size"], arch["patch_size"]
+    sizes = img if isinstance(img, (list, tuple)) else (img, img)
+    patches = 1
+    for size in sizes:
+        patches *= size // patch
+    prefix = int(arch.get("class_token", True)) + int(arch.get("reg_tokens", 0) or 0)
+    return arch["num_heads"], arch["depth"], patches + prefix
+
+
+def resolve_attention(where: str, src: dict, spec, teacher) -> dict:
+    """The resolved ``attention_from`` of ``spec``: teacher, options; checked for family, tokens, depth and heads
+    with each run's own model_overrides."""
     out = {**ATTENTION_DEFAULTS, **copy.deepcopy(src)}
     if teacher.attention_from and teacher.attention_from.get("mode") == "copy":
         raise _error(f"{where}: the teacher {teacher.run_id} is itself a copy-mode student; allowed: a run whose "
                      f"weights compute its own attention")
-    s_heads, s_depth, s_tokens = heads[spec.model]
-    t_heads, t_depth, t_tokens = heads[teacher.model]
+    s_heads, s_depth, s_tokens = vit_geometry(where, "student", spec)
+    t_heads, t_depth, t_tokens = vit_geometry(where, "teacher", teacher)
     if s_tokens != t_tokens:
         raise _error(f"{where}: the teacher {teacher.run_id} ({teacher.model}) has {t_tokens} tokens and the student "
                      f"{spec.model} {s_tokens}: attention maps are N x N; allowed: a teacher of the same patch size and "
                      f"resolution")
-    if s_depth != t_depth:
-        raise _error(f"{where}: the teacher has {t_depth} blocks and the student {s_depth}; allowed: the same depth "
-                     f"(block i takes the teacher's block i)")
-    blocks = out["blocks"]
-    if blocks != "all":
-        bad = [b for b in blocks if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < s_depth]
-        if bad or len(set(blocks)) != len(blocks):
-            raise _error(f"{where}.blocks: {blocks!r} is not allowed; allowed: 'all' or distinct block indices in "
-                         f"[0, {s_depth - 1}]")
-        out["blocks"] = sorted(blocks)
+    try:
+        chosen = transfer_blocks(t_depth, s_depth, out["blocks"])
+    except TransferRuleError as exc:
+        raise _error(f"{exc.at(where)} (student {spec.run_id}, teacher {teacher.run_id}, each with its "
+                     f"model_overrides)") from None
+    if out["blocks"] != "all":
+        out["blocks"] = chosen          # ("all" stays "all" in the resolved spec, as before)
     if out["heads"] == "repeat" and s_heads % t_heads:
         raise _error(f"{where}.heads: 'repeat' needs the student's heads ({s_heads}) to be a multiple of the "
                      f"teacher's ({t_heads}); allowed: 'mean' (every student head gets the teacher's head average)")
@@ -178,5 +229,6 @@ def resolve_attention(where: str, src: dict, spec, teacher, heads: dict) -> dict
     return out
 
 
-__all__ = ["ATTENTION_DEFAULTS", "FINETUNE_DEFAULTS", "REPORTED_FILE", "WEIGHT_FILES", "derived_id",
+__all__ = ["TransferRuleError", "transfer_blocks", "vit_geometry",
+           "ATTENTION_DEFAULTS", "FINETUNE_DEFAULTS", "REPORTED_FILE", "WEIGHT_FILES", "derived_id",
            "resolve_attention", "resolve_finetune", "upstream_id"]

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config.transfer import TransferRuleError, transfer_blocks
 from ..errors import KaratError
 from . import checkpoint as ckpt
 from .transfer import TransferError
@@ -97,12 +98,10 @@ class AttentionTransfer(nn.Module):
         self.mode, self.tensor, self.heads = src["mode"], src["tensor"], src["heads"]
         self.loss_kind, self.weight = src.get("loss"), float(src.get("weight", 0.0))
         self.layers = attention_layers(student)
-        n = len(self.layers)
-        self.blocks = list(range(n)) if src["blocks"] == "all" else list(src["blocks"])
-        t_layers = len(attention_layers(teacher))
-        if t_layers != n or any(b >= n for b in self.blocks):
-            raise TransferError(f"{spec.run_id}: the teacher has {t_layers} blocks and the student {n}; allowed: the "
-                                f"same depth, blocks in [0, {n - 1}]")
+        try:   # the rule params validation applies to the configuration (karat.config.transfer.transfer_blocks)
+            self.blocks = transfer_blocks(len(attention_layers(teacher)), len(self.layers), src["blocks"])
+        except TransferRuleError as exc:
+            raise TransferError(exc.at(f"{spec.run_id}: attention_from")) from None
         self.last_loss: Tensor | None = None
 
     def with_forward(self, forward) -> "AttentionTransfer":
