@@ -1,5 +1,6 @@
 """One orchestrator at a time per working copy (issue 16, finding 8), and no stale lock after a SIGKILL
-(finding 6): karat.utils.orchestrator, with real processes, a real `dvc repro` and real stage commands."""
+(finding 6); a `dvc repro` that meets a running Snakemake says so (issue 22): karat.utils.orchestrator,
+with real processes, a real `dvc repro` and real stage commands."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from karat.utils.orchestrator import (OrchestratorBusy, claim_for_snakemake, dvc_running, release_snakemake)
+from karat.utils.orchestrator import (OrchestratorBusy, claim_for_snakemake, dvc_running, release_snakemake,
+                                      snakemake_message)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +49,18 @@ def holder(tmp_path):
         p.wait()
 
 
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, capture_output=True,
+                          text=True, env=_env(), timeout=120)
+
+
+def _writers(root: Path) -> dict:
+    """{path: pid} of the write entries in DVC's rwlock."""
+    path = root / ".dvc" / "tmp" / "rwlock"
+    lock = json.loads(path.read_text() or "{}") if path.exists() else {}
+    return {p: e["pid"] for p, e in lock.get("write", {}).items()}
+
+
 def _dvc_repo(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
@@ -62,11 +76,16 @@ def test_a_running_snakemake_keeps_dvc_out(tmp_path, holder):
     # a second Snakemake
     with pytest.raises(OrchestratorBusy, match=f"another Snakemake is running .*pid {smk.pid}"):
         claim_for_snakemake(root)
-    # a real `dvc repro` stops at once, before it deletes the output it would rebuild
-    res = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=root, capture_output=True,
-                         text=True, env=_env(), timeout=120)
-    assert res.returncode != 0 and "Unable to acquire lock" in (res.stdout + res.stderr)
+    # a real `dvc repro` stops before it deletes the output it would rebuild, and says that Snakemake runs
+    # (issue 22: DVC's "Unable to acquire lock" did not say who held it)
+    res = _dvc(root, "repro")
+    assert res.returncode != 0
+    assert f"(PID {smk.pid}): Snakemake (karat pipeline) is running in {root.resolve()}" in res.stdout + res.stderr
+    assert "wait for Snakemake to finish" in res.stdout + res.stderr
+    assert "Unable to acquire lock" not in res.stdout + res.stderr
     assert (root / "out.txt").read_text() == "made by snakemake\n"
+    res = _dvc(root, "status")          # a read-only DVC command hears the same
+    assert res.returncode != 0 and f"(PID {smk.pid}): Snakemake (karat pipeline)" in res.stdout + res.stderr
     # a stage command that DVC runs refuses too (exit 2, the message names Snakemake and its pid)
     res = subprocess.run([sys.executable, "-m", "karat", "fetch", "--dataset", "cifar10"], cwd=root,
                          capture_output=True, text=True, env=_env(DVC_ROOT=str(root), DVC_STAGE="fetch-cifar10"))
@@ -78,6 +97,49 @@ def test_a_running_snakemake_keeps_dvc_out(tmp_path, holder):
     smk.wait()
     claim_for_snakemake(root)
     release_snakemake()
+
+
+def test_dvc_runs_after_snakemake_is_killed(tmp_path, holder):
+    """The rwlock entry of a Snakemake killed with SIGKILL names a dead pid: DVC drops it by itself."""
+    root = _dvc_repo(tmp_path / "wc")
+    smk = holder(HOLD_SNAKEMAKE, root)
+    smk.send_signal(signal.SIGKILL)
+    smk.wait()
+    res = _dvc(root, "repro")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (root / "out.txt").read_text() == "new\n"
+
+
+def test_snakemake_removes_its_dvc_entry_when_it_exits(tmp_path):
+    root = _dvc_repo(tmp_path / "wc")
+    code = ("import sys; from karat.utils.orchestrator import claim_for_snakemake; claim_for_snakemake(sys.argv[1]); "
+            "print('held', flush=True); sys.stdin.readline()")
+    p = subprocess.Popen([sys.executable, "-c", code, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=_env())
+    assert p.stdout.readline().strip() == "held"
+    assert _writers(root) == {str(root.resolve()): p.pid}
+    p.communicate("\n", timeout=60)          # a normal exit (atexit), as Snakemake's at the end of a run
+    assert p.returncode == 0
+    assert _writers(root) == {}
+    assert _dvc(root, "repro").returncode == 0
+
+
+def test_a_stale_snakemake_entry_is_dropped_even_if_its_pid_lives_again(tmp_path):
+    """A pid can be reused after a SIGKILL: the next Snakemake (which holds snakemake.lock, so no other
+    Snakemake runs) drops every karat Snakemake entry instead of trusting the pid."""
+    root = _dvc_repo(tmp_path / "wc")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (root / ".dvc/tmp/rwlock").write_text(json.dumps(
+            {"write": {str(root.resolve()): {"pid": alive.pid, "cmd": snakemake_message(root)}}}))
+        assert dvc_running(root) is None   # not taken for a DVC
+        claim_for_snakemake(root)
+        assert _writers(root) == {str(root.resolve()): os.getpid()}
+        release_snakemake()
+        assert _writers(root) == {}
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_a_running_dvc_stage_keeps_snakemake_out(tmp_path, holder):
