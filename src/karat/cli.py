@@ -60,32 +60,50 @@ def _split_log(argv: list[str]) -> tuple[list[str], str | None]:
     return out, log
 
 
+def _log_traceback(log_fh, name: str, elapsed: float) -> None:
+    """Write the exception being handled, with its traceback, into the stage's log file only."""
+    import traceback
+
+    log_fh.write(f"[karat] {name} failed after {elapsed:.1f} s with an unexpected error (a bug, or the process "
+                 f"was interrupted); the traceback:\n")
+    traceback.print_exc(file=log_fh)
+    log_fh.flush()
+
+
 def _run_stage(name: str, argv: list[str]) -> int:
     argv, log_path = _split_log(argv)
     from karat.utils.orchestrator import OrchestratorBusy, claim_for_dvc_stage, under_dvc
     if under_dvc():  # one orchestrator at a time per working copy (karat.utils.orchestrator)
-        try:
+        try:  # before the log is opened (and emptied): the other orchestrator's job may be writing it
             dvc_hold = claim_for_dvc_stage(os.environ["DVC_ROOT"])  # noqa: F841  (held until exit)
         except OrchestratorBusy as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 2
-    if name in GPU_STAGES:
-        from karat.pipeline import detect_gpus
-        from karat.utils.gpus import claim_gpu
-        gpu = claim_gpu(detect_gpus())
-        if gpu is not None:
-            print(f"[karat] {name}: using GPU {gpu}", file=sys.stderr, flush=True)
     log_fh = None
-    if log_path:
+    if log_path:  # before the rest, so that a crash anywhere below leaves its traceback in the log
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         log_fh = open(log_path, "w", encoding="utf-8", buffering=1)
         sys.stdout, sys.stderr = _Tee(sys.__stdout__, log_fh), _Tee(sys.__stderr__, log_fh)
     start = time.time()
     try:
+        if name in GPU_STAGES:
+            from karat.pipeline import detect_gpus
+            from karat.utils.gpus import claim_gpu
+            gpu = claim_gpu(detect_gpus())
+            if gpu is not None:
+                print(f"[karat] {name}: using GPU {gpu}", file=sys.stderr, flush=True)
+        start = time.time()  # the stage's own time ("finished in", read by the report), not the wait for a GPU
         code = stage_module(name).main(argv)  # prints a user-facing error and returns 2 (karat.stages._shell)
         print(f"[karat] {name} finished in {time.time() - start:.1f} s with exit code {code or 0}",
               file=sys.stderr, flush=True)
         return int(code or 0)
+    except BaseException as exc:
+        # Anything but a user error (those return 2 above) is a bug or a crash: its traceback goes into the
+        # log too, where Snakemake's "check log file(s)" sends the reader. Python prints it on the terminal
+        # when it propagates, after the streams are put back below.
+        if log_fh is not None and not isinstance(exc, SystemExit):
+            _log_traceback(log_fh, name, time.time() - start)
+        raise
     finally:
         if log_fh is not None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
@@ -109,6 +127,11 @@ def _tools_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="dvc.yaml")
     p = sub.add_parser("validate", help="validate params.yaml and expand every profile")
     p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("adopt-dvc", help="check Snakemake's finished outputs and record them in dvc.lock "
+                                         "(karat.pipeline.adopt), so that DVC does not redo them")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--dry-run", action="store_true", help="check and print, commit nothing")
     return parser
 
 
@@ -148,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {len(prof.runs)} runs, datasets {sorted(prof.datasets)}, "
                       f"analyses {sorted(prof.analyses)}")
             print(f"{args.params} is valid")
+        elif args.command == "adopt-dvc":
+            from karat.pipeline import adopt
+            result = adopt.adopt(args.profile, args.params, dry_run=args.dry_run)
+            print(adopt.report(result))
+            return 2 if result.refused else 0
     except (KaratError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -179,3 +179,12 @@ def test_stage_commands_outside_dvc_take_no_lock(tmp_path, holder):
                           "--dataset", "nope"], cwd=root, capture_output=True, text=True, env=_env())
     assert "Snakemake is running" not in res.stderr
     assert res.returncode == 2 and "nope" in res.stderr   # got as far as its own argument check
+
+
+@pytest.mark.parametrize("profile", ["profiles/default/config.yaml", "workflow/profiles/slurm/config.yaml"])
+def test_every_workflow_profile_turns_snakemakes_own_lock_off(profile):
+    """The pipeline's flock replaces Snakemake's lock, which survives a SIGKILL and then asks for --unlock;
+    --workflow-profile replaces the default profile, so each profile must say it (the SLURM one did not)."""
+    import yaml
+    config = yaml.safe_load((REPO / profile).read_text())
+    assert config.get("nolock") is True and config.get("rerun-incomplete") is True, profile
