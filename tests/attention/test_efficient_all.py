@@ -1,7 +1,8 @@
 """The efficient path of every KArAt variant against the reference path (issue 14): outputs and gradients in
 float64 / float32 / bf16 autocast, gradcheck, what autograd keeps, the fused (compiled) unit kernels, and the
 reference path's float32 units (issue 13.5)."""
-import os
+import copy
+import functools
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from karat.attention import kernels
 from karat.attention.config import parse_attention
 from karat.attention.efficient import karat_attention, karat_attention_reference
 from karat.attention.operator import KANLayer, KArAtOperator
+
+from .._tolerances import assert_as_accurate
 
 VARIANTS = [
     {"basis": "fourier", "grid_size": 3, "l1_projection": "output"},
@@ -139,29 +142,44 @@ MODEL_VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16-autocast"])
-@pytest.mark.parametrize("spec", MODEL_VARIANTS, ids=[str(i) for i in range(len(MODEL_VARIANTS))])
-def test_model_efficient_equals_reference(spec, amp):
-    """Whole model, same weights: impl efficient vs reference, float32 and under bf16 autocast (issue 13.5:
-    both paths compute the units in float32, so they agree to bf16 rounding of what surrounds them)."""
+X_MODEL = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+
+
+def _forward_backward(m, x, amp):
+    """The model's output and every parameter gradient of sum(y^2), under bf16 autocast if ``amp``."""
+    m.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        y = m(x)
+    y = y.to(x.dtype)
+    y.square().sum().backward()
+    return {"output": y.detach(), **{n: p.grad.detach().clone() for n, p in m.named_parameters()
+                                     if p.grad is not None}}
+
+
+@functools.lru_cache(maxsize=None)
+def _model_pair(i):
+    """Variant i: the efficient and the reference model with the same weights, and the exact answer (the
+    reference model in float64); built once for both precisions."""
+    spec = MODEL_VARIANTS[i]
     eff, ref = _tiny({**spec, "impl": "efficient"}), _tiny({**spec, "impl": "reference"})
     ref.load_state_dict(eff.state_dict())
+    exact = _forward_backward(copy.deepcopy(ref).double(), X_MODEL.double(), amp=False)
+    return eff, ref, exact
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16-autocast"])
+@pytest.mark.parametrize("spec", range(len(MODEL_VARIANTS)), ids=[str(i) for i in range(len(MODEL_VARIANTS))])
+def test_model_efficient_equals_reference(spec, amp):
+    """Whole model, same weights: impl efficient vs reference, float32 and under bf16 autocast (issue 13.5:
+    both paths compute the units in float32, so they agree to bf16 rounding of what surrounds them).
+
+    The efficient path's output and each gradient must be as close to the float64 answer as the reference
+    path's, in the same precision: norm-wise error <= 4 x the reference's + 4 u (tests/_tolerances.py derives
+    the rule; issue 22: a fixed 0.08 between the two bf16 paths held on one CPU and not on another)."""
+    eff, ref, exact = _model_pair(spec)
     assert eff.blocks[0].attn.cfg.impl == "efficient" and ref.blocks[0].attn.cfg.impl == "reference"
-    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    outs, grads = [], []
-    for m in (eff, ref):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            y = m(x)
-        y.float().square().sum().backward()
-        outs.append(y.float())
-        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
-    tol = 3e-2 if amp else 1e-4
-    scale = outs[1].abs().max()
-    assert (outs[0] - outs[1]).abs().max() <= tol * scale, (outs[0] - outs[1]).abs().max() / scale
-    assert grads[0].keys() == grads[1].keys()
-    for n in grads[1]:
-        err = (grads[0][n] - grads[1][n]).abs().max() / grads[1][n].abs().max().clamp_min(1e-12)
-        assert err <= (8e-2 if amp else 1e-3), (n, err.item())
+    got, want = _forward_backward(eff, X_MODEL, amp), _forward_backward(ref, X_MODEL, amp)
+    assert_as_accurate(got, want, exact, torch.bfloat16 if amp else torch.float32)
 
 
 def test_reference_units_compute_in_float32_under_autocast():
