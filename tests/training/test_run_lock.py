@@ -191,3 +191,28 @@ def test_a_holder_that_wrote_nothing_is_still_refused(tmp_path):
                 pass
         assert time.monotonic() - t0 < 5
     assert issubclass(RunLocked, KaratError)
+
+
+@pytest.mark.parametrize("stage, resolver, science", [
+    ("train", "karat.config.resolve_run", "karat.training.loop.train"),
+    ("detect_train", "karat.config.detection.resolve_detection_run", "karat.training.detection.train_detection"),
+])
+def test_both_training_stages_take_the_lock(stage, resolver, science, tmp_path, monkeypatch, capsys):
+    """The stage shells (whatever orchestrator runs them) take the lock around the whole training."""
+    import importlib
+    from types import SimpleNamespace
+
+    spec = SimpleNamespace(run_id="run-a", state_dir=tmp_path / ".karat_state/p/run-a")
+    calls = []
+    mod, name = resolver.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(mod), name, lambda *a, **k: spec)
+    mod, name = science.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(mod), name,
+                        lambda *a, **k: calls.append(lock_path(spec.state_dir).read_text()))
+    main = importlib.import_module(f"karat.stages.{stage}").main
+    with run_lock(spec.state_dir, "run-a"):
+        assert main(["--run", "run-a"]) == 2
+    assert calls == [] and f"error: run run-a: another training of this run is running: pid {os.getpid()}" \
+        in capsys.readouterr().err
+    assert main(["--run", "run-a"]) == 0
+    assert len(calls) == 1 and f'"pid": {os.getpid()}' in calls[0]   # held while the science ran
