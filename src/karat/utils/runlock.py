@@ -54,7 +54,7 @@ def _command() -> str:
         argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
     except OSError:
         argv = [sys.executable, *sys.argv]
-    text = shlex.join(argv)
+    text = " ".join(shlex.join(argv).split())  # one line: it goes into a one-line error message
     return text if len(text) <= 400 else text[:397] + "..."
 
 
