@@ -6,8 +6,8 @@ the other is about to use and leave the other's record wrong. Neither tool knows
 pipeline keeps its own locks, both ``flock``s on files in ``.karat_state/`` (not a declared output):
 
 * ``snakemake.lock``: held exclusively by a Snakemake that is about to run jobs, for its whole life (the
-  Snakefile's ``onstart``). It doubles as Snakemake's own working-directory lock, which the default workflow
-  profile turns off (``nolock``): an ``flock`` dies with its process, so a Snakemake killed with SIGKILL
+  Snakefile's ``onstart``). It doubles as Snakemake's own working-directory lock, which both workflow
+  profiles turn off (``nolock``: profiles/default, workflow/profiles/slurm): an ``flock`` dies with its process, so a Snakemake killed with SIGKILL
   leaves no stale lock behind and the next run needs no ``--unlock``.
 * ``dvc.lock``: held (shared) by every stage command that DVC runs, for the duration of the command.
 * An entry in DVC's own read/write lock ``.dvc/tmp/rwlock``, written by that Snakemake: it claims the whole
@@ -16,7 +16,8 @@ pipeline keeps its own locks, both ``flock``s on files in ``.karat_state/`` (not
   this lock before it touches them, finds the entry and stops, printing the entry's ``cmd``, which is where
   the message goes: ``'<out>' is busy, it is being blocked by: (PID n): Snakemake (karat pipeline) is
   running in <root> ...``. DVC's repository lock ``.dvc/tmp/lock`` cannot carry a message (DVC prints only
-  "Unable to acquire lock", whatever the file holds), so Snakemake no longer holds it. The entry is removed
+  "Unable to acquire lock", whatever the file holds), so Snakemake no longer holds it; DVC commands that
+  take no rwlock (``gc``, ``push``) touch only DVC's cache and may run. The entry is removed
   when Snakemake exits; one left by a Snakemake killed with SIGKILL names a dead pid, which DVC drops by
   itself ("had been killed. Auto removed it"), and the next Snakemake drops too.
 
