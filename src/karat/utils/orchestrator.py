@@ -7,8 +7,9 @@ pipeline keeps its own locks, both ``flock``s on files in ``.karat_state/`` (not
 
 * ``snakemake.lock``: held exclusively by a Snakemake that is about to run jobs, for its whole life (the
   Snakefile's ``onstart``). It doubles as Snakemake's own working-directory lock, which both workflow
-  profiles turn off (``nolock``: profiles/default, workflow/profiles/slurm): an ``flock`` dies with its process, so a Snakemake killed with SIGKILL
-  leaves no stale lock behind and the next run needs no ``--unlock``.
+  profiles turn off (``nolock``: profiles/default, workflow/profiles/slurm): an ``flock`` dies with its
+  process, so a Snakemake killed with SIGKILL leaves no stale lock behind and the next run needs no
+  ``--unlock``.
 * ``dvc.lock``: held (shared) by every stage command that DVC runs, for the duration of the command.
 * An entry in DVC's own read/write lock ``.dvc/tmp/rwlock``, written by that Snakemake: it claims the whole
   working copy for writing, in DVC's format (``{"write": {<root>: {"pid": .., "cmd": ..}}}``). Every DVC
