@@ -161,3 +161,24 @@ def test_sigkill_mid_run_and_resume_is_identical(coco_tiny, tmp_path):
     a = ckpt.read_weights(ref.out_dir / "model.safetensors")[0]
     b = ckpt.read_weights(run.out_dir / "model.safetensors")[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rerun_republishes_a_published_model_damaged_in_its_data(coco_tiny, tmp_path):
+    """Issue 22: a flipped bit in the data of the published weights (same size, intact header) is found when
+    detect_train runs again on the finished run, and an intact copy is published; nothing is retrained."""
+    import struct
+
+    spec = tiny_spec(coco_tiny[1], tmp_path, train={"iterations": 2, "eval_every": 2})
+    train_detection(spec, progress=False)
+    out = tmp_path / "run" / "model.safetensors"
+    state = tmp_path / "state" / "state.pt"
+    good, written = out.read_bytes(), state.stat().st_mtime_ns
+    raw = bytearray(good)
+    (n,) = struct.unpack("<Q", bytes(raw[:8]))
+    raw[8 + n + (len(raw) - 8 - n) // 2] ^= 0xFF
+    out.write_bytes(bytes(raw))
+    with pytest.raises(CorruptArtifactError, match="fail their checksum"):
+        ckpt.verify_weights(out)
+    train_detection(spec, progress=False)
+    assert out.read_bytes() == good
+    assert state.stat().st_mtime_ns == written

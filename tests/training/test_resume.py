@@ -122,3 +122,30 @@ def test_changed_recipe_starts_from_scratch(tmp_path, cifar_small, capsys):
     info = train(spec, progress=False)
     assert "belongs to another configuration" in capsys.readouterr().out
     assert [s["start_epoch"] for s in info["sessions"]] == [0]
+
+
+def test_identical_runs_publish_byte_identical_files(tmp_path, cifar_small):
+    """DVC hashes files: two identical runs, in two processes with different hash seeds, must publish the same
+    bytes (every weights file and snapshots/index.json), or DVC sees a change and reruns all that follows
+    (issue 22: safetensors wrote its header keys in a random order). metrics.json also carries the measured
+    speed and memory, which differ; its results agree."""
+    import hashlib
+
+    from karat.training import evaluate
+
+    digests, metrics = [], []
+    for seed in ("1", "2"):
+        spec = tiny_spec(tmp_path / seed, cifar_small, name="same", train={"epochs": 2})
+        spec_file = tmp_path / f"{seed}.spec.json"
+        spec_file.write_text(spec_to_json(spec))
+        res = subprocess.run([sys.executable, str(CHILD), str(spec_file)], capture_output=True, text=True,
+                             env={**child_env(), "PYTHONHASHSEED": seed}, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        evaluate(spec)
+        files = sorted(p for p in spec.out_dir.rglob("*") if p.suffix == ".safetensors" or p.name == "index.json")
+        digests.append({str(p.relative_to(spec.out_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+        m = json.loads((spec.out_dir / "metrics.json").read_text())
+        metrics.append({k: m[k] for k in ("top1", "top5", "loss")})
+    assert len(digests[0]) == 8, sorted(digests[0])    # 4 weights, 3 snapshots and their index
+    assert digests[0] == digests[1]
+    assert metrics[0] == metrics[1]
