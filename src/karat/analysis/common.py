@@ -302,7 +302,10 @@ def _csv_value(v: Any) -> Any:
 
 
 def save_figure(fig, base: Path) -> list[Path]:
-    """Write ``base.png`` (150 dpi) and ``base.pdf`` atomically and close the figure."""
+    """Write ``base.png`` (150 dpi) and ``base.pdf`` atomically and close the figure.
+
+    The PDF carries no creation date: equal figures are equal bytes (DVC hashes the analysis folders; a date
+    would make every re-run look like a change and rerun the report)."""
     import matplotlib.pyplot as plt
 
     base = Path(base)
@@ -310,7 +313,8 @@ def save_figure(fig, base: Path) -> list[Path]:
     for ext in ("png", "pdf"):
         path = base.with_name(base.name + "." + ext)
         with atomic_path(path, suffix="." + ext) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight",
+                        metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(path)
     plt.close(fig)
     return paths
