@@ -2,7 +2,7 @@
 ViT-Det runs. Torch-free, like the rest of karat.config.
 
     detection:
-      datasets:   <name>: {max_size, local | files | generate, expected_counts}
+      datasets:   <name>: {max_size, local | files | generate, expected_counts, max_dropped_fraction}
       recipes:    <name>: {inherit, train: {...}}           (Table 11; keys in TRAIN_DEFAULTS)
     profiles:
       <profile>:
@@ -63,7 +63,9 @@ ASSUMPTIONS = (
     "tables start at zero and KArAt operators fresh (PAPER §7 item 23: the paper's checkpoint is not stated)",
     "reported weights: the last iteration's; AP along training on the first 500 val2017 images every 2 epochs",
 )
-DATASET_KEYS = ("max_size", "local", "files", "generate", "expected_counts")
+# max_dropped_fraction: the largest fraction of a split's annotations prepare may drop as unusable (box outside
+# the image, no polygon of >= 3 points) before it refuses the file (karat.data.coco.ANNOTATION_RULE; default 0.05).
+DATASET_KEYS = ("max_size", "local", "files", "generate", "expected_counts", "max_dropped_fraction")
 
 
 def _error(message: str):
@@ -193,7 +195,7 @@ def resolve_recipe(det: dict, name: str, where: str) -> dict:
 
 
 def validate_datasets(det: dict) -> None:
-    from karat.data.coco import DetectionDataError, check_generate
+    from karat.data.coco import DetectionDataError, check_generate, check_max_dropped_fraction
 
     for name, spec in (det.get("datasets") or {}).items():
         where = f"detection.datasets.{name}"
@@ -206,11 +208,13 @@ def validate_datasets(det: dict) -> None:
         if isinstance(ms, bool) or not isinstance(ms, int) or ms < 32:
             raise _error(f"{where}.max_size: {ms!r} is not allowed; allowed: an integer >= 32 (the model's fixed "
                          f"input size)")
-        if spec.get("generate") is not None:
-            try:
+        try:
+            if spec.get("generate") is not None:
                 check_generate(spec["generate"], f"{where}.generate")
-            except DetectionDataError as exc:
-                raise _error(str(exc)) from None
+            if "max_dropped_fraction" in spec:
+                check_max_dropped_fraction(spec["max_dropped_fraction"], f"{where}.max_dropped_fraction")
+        except DetectionDataError as exc:
+            raise _error(str(exc)) from None
 
 
 def detection_runs(params: dict, profile: str, runs: dict) -> tuple[dict, dict]:

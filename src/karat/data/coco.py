@@ -12,11 +12,25 @@ fetch (``fetch_coco``) -> ``data/raw/<name>/`` + ``FETCHED.json`` (written last)
   * else the official archives (``files:`` name -> url, md5), downloaded with checksums (karat.data.fetch)
     and extracted (zip members checked: nothing outside the target, no links).
 prepare (``prepare_coco``) -> ``data/prepared/<name>/<subset>/``: keeps the official splits (train2017 /
-  val2017). Each image is resized to fit ``max_size`` (its long side = max_size, aspect kept) and stored in
-  one uint8 array per split, zero padded to max_size x max_size (the model's fixed input); its resized
-  and original sizes beside it; the annotation file is copied unchanged (original coordinates: COCOeval
-  scores predictions mapped back to the original image size). manifest.json: counts, categories, sha256
-  of every file (checked on load).
+  val2017). First both annotation files are checked (``check_coco_annotations``, before any image work):
+    * refused with an error naming the file (and the annotation id): broken structure, duplicate ids, an
+      ``image_id`` that is no image of the file, a ``category_id`` not in its ``categories`` (pycocotools
+      accepts it; training died on it), a bbox that is not 4 finite numbers, an RLE not of its image's size,
+      train and val with different category lists;
+    * boxes are clipped to the image, [0, width] x [0, height] (detectron2's rule); an annotation is dropped
+      when its box has w <= 0 or h <= 0 (``box_empty``) or no area inside the image (``box_outside``);
+    * polygons with < 3 points (< 6 coordinates, ``too_few_points``) or an odd number of coordinates
+      (``odd_length``) are removed from their object; an object left with no polygon is dropped
+      (``no_polygon``: Mask R-CNN needs a mask for every object; detectron2 drops it too);
+    * a split whose dropped annotations exceed ``max_dropped_fraction`` (``detection.datasets.<name>``,
+      default 0.05) is refused: so many unusable boxes mean the file does not fit the images.
+  The counts (kept, crowd, clipped, dropped and polygons removed by reason, example ids) go into
+  manifest.json per split, with the rule (``annotation_rule``), and into the stage's printed summary.
+  Each image is resized to fit ``max_size`` (its long side = max_size, aspect kept) and stored in one uint8
+  array per split, zero padded to max_size x max_size (the model's fixed input); its resized and original
+  sizes beside it; the checked annotation file is stored in original coordinates (COCOeval scores
+  predictions mapped back to the original image size). manifest.json: counts, categories, sha256 of every
+  file (checked on load).
 loading (``load_coco_prepared``, ``DetectionData``): targets in the stored (resized) coordinates: boxes
   xyxy, labels 1..C (contiguous, in category-id order; 0 = background), masks rasterised from the polygons
   (pycocotools); crowd annotations are left out of training (detectron2); training skips images without
@@ -26,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import math
 import os
 import shutil
 import zipfile
@@ -36,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptArtifactError, KaratError
-from ..utils.io import atomic_path, atomic_write_json
+from ..utils.io import atomic_path, atomic_write_json, read_json
 from ..utils.provenance import provenance
 
 FETCHED = "FETCHED.json"
@@ -51,6 +65,8 @@ COCO2017_FILES = {
                                      "md5": "f4bbac642086de4f52a3fdda2de5fa2c"},
 }
 COCO2017_COUNTS = {"train": 118287, "val": 5000}
+# manifest.json format of a prepared set; 2: annotations checked at prepare (ANNOTATION_RULE) with counts.
+FORMAT = "karat-coco-2"
 
 
 class DetectionDataError(KaratError, ValueError):
@@ -256,8 +272,8 @@ def fetch_coco(name: str, spec: dict, out_dir: str | os.PathLike, *, base_dir: s
         if spec.get("generate") is not None else [f["url"] for f in (spec.get("files") or COCO2017_FILES).values()]
     if marker.exists():
         try:
-            old = json.loads(marker.read_text())
-            if old.get("source") == wanted:
+            old = read_json(marker, "It is fetched again.")
+            if isinstance(old, dict) and old.get("source") == wanted:
                 read_coco_fetched(out_dir)   # the annotation files still have their recorded checksums
                 log(f"[fetch] {name}: already fetched ({marker}) and re-verified; nothing to do")
                 return old
@@ -309,7 +325,11 @@ def read_coco_fetched(raw_dir: str | os.PathLike) -> dict:
     marker = Path(raw_dir) / FETCHED
     if not marker.is_file():
         raise DetectionDataError(f"{raw_dir} has no {FETCHED}: run `python -m karat detect_fetch` first")
-    record = json.loads(marker.read_text())
+    remedy = f"Delete it and run `python -m karat detect_fetch --dataset {Path(raw_dir).name}` again."
+    record = read_json(marker, remedy)
+    if not (isinstance(record, dict) and isinstance(record.get("root"), str)
+            and isinstance(record.get("annotations"), dict)):
+        raise CorruptArtifactError(f"{marker}: not a detection fetch record (no 'root' / 'annotations'). {remedy}")
     root = Path(record["root"])
     for s, want in record["annotations"].items():
         got = _sha256(annotation_path(root, s))
@@ -320,11 +340,211 @@ def read_coco_fetched(raw_dir: str | os.PathLike) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# annotation checks (prepare)
+
+# The rule prepare applies to each annotation file; manifest.json records it (``annotation_rule``) with the
+# counts per split. Boxes follow detectron2 (clip to the image, drop empty boxes), polygons detectron2's
+# ``load_coco_json`` (a polygon needs >= 3 points; an instance without a valid polygon is dropped: Mask R-CNN
+# needs a mask for every object). pycocotools itself checks none of this: an unknown category or a box
+# outside the image reaches training (KeyError, or a diverging loss) and evaluation.
+ANNOTATION_RULE = (
+    "refused, naming the file: a file that is not COCO structure, a duplicate image / annotation / category id, "
+    "an annotation whose image_id is no image of the file or whose category_id is not in its categories, a bbox "
+    "that is not 4 finite numbers, a polygon coordinate that is not a finite number, an RLE whose size is not its "
+    "image's; boxes [x, y, w, h] clipped to the image [0, width] x [0, height] (counted: clipped); an annotation "
+    "dropped (counted by reason) when its box has w <= 0 or h <= 0 (box_empty) or no area inside the image "
+    "(box_outside); polygons with < 3 points (< 6 coordinates: too_few_points) or an odd number of coordinates "
+    "(odd_length) removed from their object; an object left with no polygon dropped (no_polygon); a split "
+    "refused when the dropped annotations exceed max_dropped_fraction of it")
+MAX_DROPPED_FRACTION = 0.05   # default of detection.datasets.<name>.max_dropped_fraction
+DROP_REASONS = ("box_empty", "box_outside", "no_polygon")
+POLYGON_REASONS = ("too_few_points", "odd_length")
+_EXAMPLES = 10                # annotation ids listed per reason in the manifest
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite_numbers(values) -> bool:
+    try:
+        return all(not isinstance(v, bool) and math.isfinite(v) for v in values)
+    except TypeError:
+        return False
+
+
+def _check_images(doc: dict, where: str) -> dict:
+    """{image id: image} of a COCO document; its ``images`` / ``annotations`` / ``categories`` structure checked."""
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list)
+                                            for k in ("images", "annotations", "categories")):
+        raise DetectionDataError(f"{where}: not a COCO instances file; allowed: a JSON object with the lists "
+                                 f"'images', 'annotations' and 'categories'")
+    images = {}
+    for k, im in enumerate(doc["images"]):
+        if not (isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
+                and _is_int(im.get("width")) and _is_int(im.get("height")) and im["width"] > 0 and im["height"] > 0):
+            raise DetectionDataError(f"{where}: images[{k}] = {str(im)[:200]} is not allowed; allowed: "
+                                     f"{{id: int, file_name: str, width: int > 0, height: int > 0}}")
+        if im["id"] in images:
+            raise DetectionDataError(f"{where}: image id {im['id']} appears twice (images[{k}]); ids must be unique")
+        images[im["id"]] = im
+    return images
+
+
+def _check_categories(doc: dict, where: str) -> list[int]:
+    ids = []
+    for k, c in enumerate(doc["categories"]):
+        if not (isinstance(c, dict) and _is_int(c.get("id"))):
+            raise DetectionDataError(f"{where}: categories[{k}] = {str(c)[:200]} is not allowed; allowed: "
+                                     f"{{id: int, name: str, ...}}")
+        if c["id"] in ids:
+            raise DetectionDataError(f"{where}: category id {c['id']} appears twice; ids must be unique")
+        ids.append(c["id"])
+    if not ids:
+        raise DetectionDataError(f"{where}: no categories; a COCO instances file lists its object categories")
+    return sorted(ids)
+
+
+def _clean_segmentation(seg, im: dict, where: str, aid, poly_drops: dict) -> list | dict | None:
+    """The usable part of an annotation's segmentation (None: no usable mask); polygons dropped are counted."""
+    if isinstance(seg, dict):   # RLE (crowd regions): its size must be its image's
+        if seg.get("size") != [im["height"], im["width"]] or "counts" not in seg:
+            raise DetectionDataError(f"{where}: annotation id {aid}: RLE segmentation size {seg.get('size')!r} is not "
+                                     f"allowed; allowed: its image's [height, width] = [{im['height']}, "
+                                     f"{im['width']}], with 'counts'")
+        return seg
+    if seg is None:
+        return None
+    if not isinstance(seg, list):
+        raise DetectionDataError(f"{where}: annotation id {aid}: segmentation {str(seg)[:100]} is not allowed; "
+                                 f"allowed: a list of polygons [x1, y1, x2, y2, ...] or an RLE {{size, counts}}")
+    keep = []
+    for poly in seg:
+        if not isinstance(poly, list) or not _finite_numbers(poly):
+            raise DetectionDataError(f"{where}: annotation id {aid}: polygon {str(poly)[:100]} is not allowed; "
+                                     f"allowed: a list of finite numbers x1, y1, x2, y2, ...")
+        if len(poly) % 2:
+            poly_drops["odd_length"].append(aid)
+        elif len(poly) < 6:
+            poly_drops["too_few_points"].append(aid)
+        else:
+            keep.append(poly)
+    return keep or None
+
+
+def check_max_dropped_fraction(value, where: str = "max_dropped_fraction") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise DetectionDataError(f"{where}: {value!r} is not allowed; allowed: a number in [0, 1] (the largest "
+                                 f"fraction of a split's annotations that may be dropped as unusable)")
+    return float(value)
+
+
+def check_coco_annotations(doc: dict, where: str | os.PathLike, *,
+                           max_dropped_fraction: float = MAX_DROPPED_FRACTION) -> tuple[dict, dict]:
+    """Apply :data:`ANNOTATION_RULE` to a parsed COCO instances file; return (the cleaned document, counts).
+
+    The counts: ``annotations_in`` (in the file), ``annotations`` (kept), ``crowd`` (kept crowd regions),
+    ``clipped`` (kept boxes changed by clipping) and ``max_overhang_px`` (how far the worst box reached
+    outside its image), ``dropped`` and ``polygons_dropped`` by reason, and up to 10 annotation ids per
+    reason (``examples``) so a user can look them up. Raises DetectionDataError naming ``where`` for what
+    the rule refuses."""
+    where = str(where)
+    images = _check_images(doc, where)
+    cats = set(_check_categories(doc, where))
+    dropped = {r: [] for r in DROP_REASONS}
+    poly_drops = {r: [] for r in POLYGON_REASONS}
+    clipped, overhang, seen, kept = 0, 0.0, set(), []
+    for k, a in enumerate(doc["annotations"]):
+        aid = a.get("id") if isinstance(a, dict) else None
+        if not _is_int(aid):
+            raise DetectionDataError(f"{where}: annotations[{k}] has id {aid!r}; allowed: a unique integer id")
+        if aid in seen:
+            raise DetectionDataError(f"{where}: annotation id {aid} appears twice; ids must be unique (COCOeval "
+                                     f"would silently keep only the last)")
+        seen.add(aid)
+        im = images.get(a.get("image_id"))
+        if im is None:
+            raise DetectionDataError(f"{where}: annotation id {aid}: image_id {a.get('image_id')!r} is not an image "
+                                     f"of this file")
+        if a.get("category_id") not in cats:
+            raise DetectionDataError(f"{where}: annotation id {aid}: category_id {a.get('category_id')!r} is not in "
+                                     f"the file's categories {sorted(cats)}; fix the annotation or add the category")
+        box = a.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and _finite_numbers(box)):
+            raise DetectionDataError(f"{where}: annotation id {aid}: bbox {str(box)[:100]} is not allowed; allowed: "
+                                     f"[x, y, width, height], 4 finite numbers")
+        if "area" in a and not _finite_numbers([a["area"]]):
+            raise DetectionDataError(f"{where}: annotation id {aid}: area {a['area']!r} is not a finite number")
+        seg = _clean_segmentation(a.get("segmentation"), im, where, aid, poly_drops)
+        x, y, w, h = (float(v) for v in box)
+        if w <= 0 or h <= 0:
+            dropped["box_empty"].append(aid)
+            continue
+        W, H = im["width"], im["height"]
+        x0, y0, x1, y1 = min(max(x, 0.0), W), min(max(y, 0.0), H), min(max(x + w, 0.0), W), min(max(y + h, 0.0), H)
+        if x1 <= x0 or y1 <= y0:
+            dropped["box_outside"].append(aid)
+            continue
+        if seg is None:
+            dropped["no_polygon"].append(aid)
+            continue
+        out = {**a, "segmentation": seg}
+        if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+            clipped += 1
+            overhang = max(overhang, -x, -y, x + w - W, y + h - H)
+            out["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+        kept.append(out)
+    n_in, n_drop = len(doc["annotations"]), sum(len(v) for v in dropped.values())
+    report = {"annotations_in": n_in, "annotations": len(kept), "crowd": sum(1 for a in kept if a.get("iscrowd")),
+              "clipped": clipped, "max_overhang_px": round(overhang, 3),
+              "dropped": {r: len(v) for r, v in dropped.items()},
+              "polygons_dropped": {r: len(v) for r, v in poly_drops.items()},
+              "examples": {r: v[:_EXAMPLES] for r, v in {**dropped, **poly_drops}.items() if v}}
+    if n_in and n_drop / n_in > max_dropped_fraction:
+        raise DetectionDataError(
+            f"{where}: {n_drop} of {n_in} annotations ({n_drop / n_in:.1%}) are unusable ("
+            + ", ".join(f"{r} {n}" for r, n in report["dropped"].items() if n)
+            + f"; e.g. annotation ids {report['examples']}), more than max_dropped_fraction = {max_dropped_fraction}: "
+            f"the file does not fit these images (box format, image sizes?). Fix the file, or raise "
+            f"detection.datasets.<name>.max_dropped_fraction to train on the rest")
+    return {**doc, "annotations": kept}, report
+
+
+def describe_drops(report: dict) -> str:
+    """One line of a split's annotation counts, for the stage's summary and error messages."""
+    d = sum(report["dropped"].values())
+    p = sum(report["polygons_dropped"].values())
+    parts = [f"{report['annotations']} of {report['annotations_in']} annotations kept ({report['crowd']} crowd)",
+             f"boxes clipped to the image: {report['clipped']}"
+             + (f" (at most {report['max_overhang_px']:g} px outside)" if report["clipped"] else ""),
+             f"dropped: {d}" + (" (" + ", ".join(f"{r} {n}" for r, n in report["dropped"].items() if n) + ")"
+                                if d else ""),
+             f"polygons removed: {p}" + (" (" + ", ".join(f"{r} {n}" for r, n in report["polygons_dropped"].items()
+                                                          if n) + ")" if p else "")]
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
 # prepare
 
+def _read_annotations(ann_file: Path, raw_dir: Path, record: dict) -> dict:
+    """Parse an annotation file; a truncated one raises CorruptArtifactError naming it and what to do."""
+    if record.get("kind") == "local":
+        remedy = (f"It is part of your local copy {record.get('root')}: restore it (e.g. from the official "
+                  f"annotations_trainval2017.zip), then run `python -m karat detect_fetch --dataset "
+                  f"{record.get('dataset')}` again.")
+    else:
+        remedy = f"Delete {raw_dir} and run `python -m karat detect_fetch --dataset {record.get('dataset')}` again."
+    return read_json(ann_file, remedy)
+
+
 def prepare_coco(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *, max_size: int,
-                 expected_counts: dict | None = None, log=print) -> dict:
-    """Official splits -> resized, padded uint8 arrays + the annotation files (module docstring)."""
+                 expected_counts: dict | None = None, max_dropped_fraction: float = MAX_DROPPED_FRACTION,
+                 log=print) -> dict:
+    """Official splits -> resized, padded uint8 arrays + the checked annotation files (module docstring).
+
+    Both annotation files are read and checked (:func:`check_coco_annotations`) before any image is
+    touched, so a bad file is refused at once; the counts go into manifest.json and the log."""
     from PIL import Image
 
     record = read_coco_fetched(raw_dir)
@@ -332,18 +552,29 @@ def prepare_coco(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *, max_
     out_dir = Path(out_dir)
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32:
         raise DetectionDataError(f"prepare max_size={max_size!r} is not allowed; allowed: an integer >= 32")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)   # written last
-    manifest = {"format": "karat-coco-1", "max_size": max_size, "source": record["source"], "splits": {},
-                "files": {}}
-    for split, folder in SPLITS.items():
+    check_max_dropped_fraction(max_dropped_fraction)
+    docs, reports = {}, {}
+    for split in SPLITS:
         ann_file = annotation_path(root, split)
-        doc = json.loads(ann_file.read_text())
-        images = sorted(doc["images"], key=lambda im: im["id"])
-        n = len(images)
+        doc = _read_annotations(ann_file, Path(raw_dir), record)
+        docs[split], reports[split] = check_coco_annotations(doc, ann_file, max_dropped_fraction=max_dropped_fraction)
+        n = len(docs[split]["images"])
         if expected_counts and expected_counts.get(split) is not None and n != expected_counts[split]:
             raise DetectionDataError(f"{ann_file}: {n} images, expected {expected_counts[split]} (the official "
                                      f"count); the copy is incomplete or not MS-COCO 2017")
+    cats = {s: _check_categories(d, str(annotation_path(root, s))) for s, d in docs.items()}
+    if cats["train"] != cats["val"]:
+        raise DetectionDataError(f"{annotation_path(root, 'val')}: category ids {cats['val']} differ from the train "
+                                 f"file's {cats['train']}; both splits must share one category list (the labels)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)   # written last
+    manifest = {"format": FORMAT, "max_size": max_size, "source": record["source"], "splits": {},
+                "categories": cats["train"], "annotation_rule": ANNOTATION_RULE,
+                "max_dropped_fraction": max_dropped_fraction, "files": {}}
+    for split, folder in SPLITS.items():
+        doc = docs[split]
+        images = sorted(doc["images"], key=lambda im: im["id"])
+        n = len(images)
         arr_path = out_dir / f"{split}_images.npy"
         with atomic_path(arr_path, suffix=".npy") as tmp:
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, max_size, max_size, 3))
@@ -371,10 +602,8 @@ def prepare_coco(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *, max_
             del arr
         np.save(out_dir / f"{split}_sizes.npy", sizes)
         atomic_write_json(out_dir / f"{split}.json", {**doc, "images": images})
-        manifest["splits"][split] = {"images": n, "annotations": len(doc["annotations"]),
-                                     "crowd": sum(1 for a in doc["annotations"] if a.get("iscrowd"))}
-        manifest["categories"] = [c["id"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
-        log(f"[prepare] {split}: {n} images, {len(doc['annotations'])} annotations")
+        manifest["splits"][split] = {"images": n, **reports[split]}
+        log(f"[prepare] {split}: {n} images; {describe_drops(reports[split])}")
     for f in sorted(out_dir.iterdir()):
         if f.name != "manifest.json" and f.is_file():
             manifest["files"][f.name] = {"sha256": _sha256(f), "size": f.stat().st_size}
@@ -407,7 +636,8 @@ class DetectionData:
         self.label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         self.splits = {}
         for split in SPLITS:
-            coco = json.loads((folder / f"{split}.json").read_text())
+            coco = read_json(folder / f"{split}.json", f"Delete {folder} and run `python -m karat detect_prepare` "
+                                                        f"again.")
             self.splits[split] = DetectionSplit(np.load(folder / f"{split}_images.npy", mmap_mode="r"),
                                                 np.load(folder / f"{split}_sizes.npy"), coco, folder / f"{split}.json")
         self._anns = {}
@@ -485,9 +715,12 @@ def load_coco_prepared(folder: str | os.PathLike, verify: bool = True) -> Detect
     mpath = folder / "manifest.json"
     if not mpath.is_file():
         raise DetectionDataError(f"{folder} has no manifest.json: run `python -m karat detect_prepare` first")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("format") != "karat-coco-1":
-        raise DetectionDataError(f"{mpath}: format {manifest.get('format')!r} is not a prepared detection set")
+    redo = f"delete {folder} and run `python -m karat detect_prepare` again"
+    manifest = read_json(mpath, redo[0].upper() + redo[1:] + ".")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DetectionDataError(f"{mpath}: format {fmt!r} is not a prepared detection set of this version "
+                                 f"({FORMAT!r}: annotations checked at prepare); {redo}")
     if verify:
         for name, f in manifest["files"].items():
             p = folder / name
