@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import time
 import urllib.error
@@ -26,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import CorruptArtifactError, KaratError
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, read_json
 from ..utils.provenance import provenance
 from .archive import is_archive, safe_extract
 from .sources import DatasetInfo, RemoteFile, dataset_info
@@ -245,8 +244,8 @@ def fetch_dataset(name: str, spec: dict | None, out_dir: str | os.PathLike, *, b
     wanted_source = str(local) if local else [rf.url for rf in info.files]
     if marker.exists() and not force:
         try:
-            old = json.loads(marker.read_text())
-        except (OSError, ValueError):
+            old = read_json(marker, "It is fetched again.")
+        except (OSError, ValueError, CorruptArtifactError):
             old = None
         if old and old.get("source") == wanted_source:
             try:
@@ -351,7 +350,7 @@ def read_fetched(raw_dir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{raw_dir} has no {FETCHED}: the fetch stage has not completed for it "
                                 f"(run `python -m karat fetch --dataset {raw_dir.name}` first)")
     try:
-        rec = json.loads(marker.read_text())
+        rec = read_json(marker, f"Run `python -m karat fetch --dataset {raw_dir.name} --force`.")
     except (OSError, ValueError) as exc:
         raise CorruptArtifactError(f"{marker}: unreadable ({type(exc).__name__}: {exc}); run `python -m karat "
                                    f"fetch --dataset {raw_dir.name} --force`") from None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
 import zlib
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptArtifactError, KaratError
-from ..utils.io import atomic_path, atomic_write_json
+from ..utils.io import atomic_path, atomic_write_json, read_json
 from ..utils.provenance import provenance
 from .fetch import read_fetched, verify_record
 from .formats import RawSplit, read_dataset
@@ -326,8 +325,8 @@ def verify_prepared(path: str | os.PathLike, manifest: dict) -> None:
     edited or damaged after its check is hashed and caught. Raises CorruptArtifactError naming the file."""
     path = Path(path)
     try:
-        stamp = json.loads(_stamp_path(path).read_text())
-    except (OSError, ValueError):
+        stamp = read_json(_stamp_path(path), "It is rebuilt by hashing the files again.")
+    except (OSError, ValueError, CorruptArtifactError):
         stamp = {}
     changed = False
     for split in manifest["splits"].values():
@@ -371,7 +370,7 @@ def load_prepared(path: str | os.PathLike, *, verify: bool = True) -> PreparedDa
         raise FileNotFoundError(f"{path} has no manifest.json: it was not prepared (run `python -m karat "
                                 "prepare --dataset D --subset S`)")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = read_json(mpath, _rebuild_hint(path))
         manifest["splits"][SPLITS[0]]["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptArtifactError(f"{mpath}: not a readable prepared-data manifest ({type(exc).__name__}: "
