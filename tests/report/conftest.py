@@ -162,8 +162,20 @@ def write_detection(root: Path, profile) -> None:
         ap = 15.0 - 4.0 * i
         rep = {"box_AP": ap, "box_AP50": 2 * ap, "box_AP75": ap, "mask_AP": ap - 1, "mask_AP50": 2 * ap - 2,
                "mask_AP75": ap - 1}
+        # Fig. 8: predictions on the first validation image (a box and its mask, score 0.9; one low-score box)
+        import numpy as np
+        from pycocotools import mask as mask_utils
+        m = np.zeros((96, 160), np.uint8, order="F")
+        m[20 + 4 * i:60, 30:90] = 1
+        rle = mask_utils.encode(m)
+        rle["counts"] = rle["counts"].decode("ascii")
+        examples = {"images": [{"index": 0, "id": 1, "file_name": "0.png", "height": 96, "width": 160}],
+                    "detections": [{"image_id": 1, "category_id": 3, "bbox": [30, 20 + 4 * i, 60, 40 - 4 * i],
+                                    "score": 0.9, "segmentation": rle},
+                                   {"image_id": 1, "category_id": 5, "bbox": [100, 10, 20, 20], "score": 0.2}]}
         (run / "eval.json").write_text(json.dumps({"task": "detection", "run_id": spec.run_id, "reported": rep,
-                                                   "train": {"wall_time_s": 60.0}, "label": TEST_LABEL}))
+                                                   "train": {"wall_time_s": 60.0}, "label": TEST_LABEL,
+                                                   "examples": examples}))
         rows = ["iteration,epoch,box_AP,mask_AP"] + [f"{k * 100},{k},{ap * k / 4},{(ap - 1) * k / 4}" for k in (1, 2, 3, 4)]
         (run / "log.csv").write_text("\n".join(rows) + "\n")
 

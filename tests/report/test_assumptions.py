@@ -91,3 +91,23 @@ def test_init_comparison_table(tmp_path, gap, same):
     assert len(rows) == 1 and rows[0]["variant"] == "G3B"
     assert rows[0]["same within the seed spread"] == same
     assert rows[0]["Δ scaled − paper"] == f"{gap:+.2f}"
+
+
+def test_fine_tuning_assumptions_match_params_yaml():
+    """The report lists what the fine-tunes inherit and how digits are handled (issue 19); the values stated are the
+    ones params.yaml gives the `paper` profile's fine-tuned runs."""
+    items = {i["key"]: i for i in A.model_assumptions()}
+    inherited = items["fine-tuning augmentation inherited from the ImageNet recipe"]["value"]
+    flip = items["horizontal flip on SVHN (profiles.paper.overrides.by_dataset.svhn)"]["value"]
+    assert "Flowers-102 split" in items and "2,040" in items["Flowers-102 split"]["value"]
+    assert "ema_best" in items["reported weights of fine-tunes and attention-transfer teachers"]["value"]
+    profile = _paper_profile()
+    for ds, want_flip in (("svhn", 0.0), ("flowers102", 0.5), ("stl10", 0.5)):
+        spec = profile.runs[f"{ds}-vit_tiny_patch16_224-softmax-s0-ft-imagenet"]
+        data, train = spec.recipe["data"], spec.recipe["train"]
+        assert data["hflip"] == want_flip, (ds, data["hflip"])
+        assert ("0 on SVHN" if ds == "svhn" else "0.5 on Flowers-102 and STL-10") in flip
+        assert f"scale ({data['scale'][0]:g}, {data['scale'][1]:g})" in inherited
+        assert f"colour jitter {data['color_jitter']:g}" in inherited
+        assert f"label smoothing {train['label_smoothing']:g}" in inherited
+        assert f"crop {data['eval_crop_pct']:g}" in inherited

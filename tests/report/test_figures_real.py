@@ -88,3 +88,27 @@ def test_analysis_claims_read_real_summaries(analysed):
     # The largest fall of the real after-activation spectrum (spectra.csv) of W·Φ̂(A) with r = 12
     drop = next(p for p in C.claim_16(res).parts if "drops sharply" in p.text)
     assert drop.verdict == "supported" and abs(drop.numbers["value"] - 12) <= 3, drop.numbers
+
+
+def test_fig08_draws_softmax_beside_karat_from_the_saved_predictions(workspace, tmp_path):
+    """Fig. 8 from eval.json `examples` (TEST DATA): one column per attention, softmax first; without saved
+    predictions it is not run and says what is missing."""
+    import json
+
+    from karat.report.figures import FIGURES, draw_figure
+    from karat.report.figures_detection import fig08_runs
+    from karat.report.results import collect
+
+    root, profile = workspace
+    res = collect(profile, root)
+    fig = next(f for f in FIGURES if f.number == "08")
+    assert [r.spec.attention_label for r in fig08_runs(res)] == ["softmax", "G1B"]
+    out = draw_figure(fig, res, tmp_path / "figs")
+    assert out.status == "drawn" and out.png.is_file() and out.png.stat().st_size > 1000
+    assert list(out.runs) == ["softmax (random init, s0)", "G1B (random init, s0)"]
+    for spec in profile.detection.values():
+        rec = json.loads((root / spec.out_dir / "eval.json").read_text())
+        del rec["examples"]
+        (root / spec.out_dir / "eval.json").write_text(json.dumps(rec))
+    out = draw_figure(fig, collect(profile, root), tmp_path / "figs2")
+    assert out.status == "not run" and "examples" in out.message

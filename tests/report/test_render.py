@@ -93,9 +93,18 @@ def test_report_content(report):
         assert f"### Claim {n}: " in md
     claims = json.loads(out["paths"]["claims"].read_text())
     assert len(claims["claims"]) == 16 and "provenance" in claims and claims["profile"] == PROFILE
-    # the report's DVC metric: one flat number (every verdict and number is in claims.json, an output)
+    # the report's DVC metric: flat numbers (every verdict and number is in claims.json, an output); "agree" counts
+    # only claims supported with every part tested, "parts" the parts tested
     metrics = json.loads(out["paths"]["metrics"].read_text())
-    assert metrics == {"agree": claims["summary"]["claims"]["supported"]}
+    assert metrics == {"agree": claims["summary"]["claims"]["supported"],
+                       "parts": claims["summary"]["claim_parts"]["tested"]}
+    verdicts = {c["claim"]: c["verdict"] for c in claims["claims"]}
+    assert metrics["agree"] == sum(v == "supported" for v in verdicts.values()) == 1      # claim 16 only
+    assert verdicts[8] == "partly tested" and claims["claims"][7]["summary"] == "partly tested: 1 of 4 parts, supported"
+    # the summary line keeps partly tested claims apart from verdicts; untested parts say what would test them
+    assert "fully tested: 1 supported, 0 contradicted, 0 inconclusive; partly tested (no verdict of their own): " in md
+    assert "Parts tested: 33 of " in md
+    assert "**not tested** — needs runs of ViT-Base+G3B-l1 and ViT-Base+G3B on cifar10" in md
 
 
 def test_html_is_self_contained(report):

@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 from karat.utils.io import atomic_path
 
+from . import figures_detection
 from . import paper as paper_data
-from .results import FAMILY_NAMES, Results, model_geometry
+from .results import FAMILY_NAMES, Results, model_family, model_geometry, paper_dataset
 
 MODEL_FAMILIES = ("vit_tiny", "vit_small", "vit_base")
 
@@ -81,6 +82,10 @@ FIGURES = (
                "size (paper: bar readings of Fig. 7, 2×H100; ours: this profile's runs and compute profile).",
                "KArAt trains ~1.3× (ImageNet, Tiny) to ~19× (CIFAR-100, Base) slower; inference throughput "
                "is close; universal slightly faster than blockwise."),
+    FigureSpec("08", "vitdet_detections", None,
+               "ViT-Det predictions (boxes and masks with score ≥ 0.5) on the same validation images, softmax beside "
+               "KArAt (eval.json `examples`: the first validation images, drawn on the prepared images when present).",
+               "Softmax finds more objects with tighter boxes and masks than the KArAt models."),
     FigureSpec("09", "vitdet_ap_curves", None,
                "ViT-Det box and mask AP along training (COCOeval on a validation subset, every `eval_every` "
                "iterations; log.csv of each detection run), softmax vs G1B vs G1U.",
@@ -111,7 +116,6 @@ class FigureResult:
 
 def run_label(spec: Any, specs: list) -> str:
     """'ViT-Tiny+G3B' style labels; dataset / geometry are added only when they vary among ``specs``."""
-    from .results import model_family, paper_dataset
     fam = model_family(spec.model)
     name = FAMILY_NAMES.get(fam, spec.model)
     if len({s.model for s in specs if model_family(s.model) == fam}) > 1:
@@ -135,7 +139,6 @@ def select_runs(results: Results, fig: FigureSpec) -> dict[str, str]:
         first.setdefault((s.dataset, s.model, s.attention_label), s)
     chosen = list(first.values())
     order = {f: i for i, f in enumerate(MODEL_FAMILIES)}
-    from .results import model_family
     chosen.sort(key=lambda s: (s.dataset, order.get(model_family(s.model), 9), s.model,
                                s.attention_label != "softmax", s.attention_label))
     return {run_label(s, chosen): s.run_id for s in chosen}
@@ -146,13 +149,17 @@ def _compare_function(analysis: str) -> Callable:
     return getattr(module, "compare")
 
 
+# Figures drawn from the ViT-Det runs (karat.report.figures_detection)
+DETECTION_FIGURES = {"08": figures_detection.draw_fig08, "09": figures_detection.draw_fig09}
+
+
 def draw_figure(fig: FigureSpec, results: Results, out_dir: Path,
                 compare_lookup: Callable[[str], Callable] = _compare_function) -> FigureResult:
     out_base = Path(out_dir) / fig.stem
+    if fig.analysis is None and fig.number in DETECTION_FIGURES:
+        files, runs, message = DETECTION_FIGURES[fig.number](results, out_base)
+        return FigureResult(fig, "drawn" if files else "not run", files=files, runs=runs, message=message)
     if fig.analysis is None:
-        if fig.number == "09":
-            from .detection import draw_fig09
-            return draw_fig09(fig, results, out_base)
         return draw_fig07(fig, results, out_base)
     runs = select_runs(results, fig)
     if not runs:

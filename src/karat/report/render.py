@@ -168,13 +168,23 @@ def summary_numbers(tables: list[BuiltTable], claims: list) -> dict:
     acc_diffs = [c.diff for t in tables for c in t.cells
                  if c.diff is not None and c.paper.metric in ("top1", "top5")]
     verdicts = {v: sum(c.verdict == v for c in claims) for v in claims_mod.VERDICTS}
-    return {"paper_cells": reported, "compared_cells": compared,
+    parts = {"tested": sum(len(c.tested) for c in claims), "total": sum(len(c.counted) for c in claims)}
+    return {"claim_parts": parts, "paper_cells": reported, "compared_cells": compared,
             "accuracy_cells": len(acc_diffs),
             "accuracy_mean_diff": statistics.fmean(acc_diffs) if acc_diffs else None,
             "accuracy_mean_abs_diff": statistics.fmean(abs(d) for d in acc_diffs) if acc_diffs else None,
             "tables_with_runs": [t.table.name for t in tables if t.n_run],
             "tables_without_runs": [t.table.name for t in tables if not t.n_run],
             "claims": verdicts}
+
+
+def claims_line(s: dict) -> str:
+    """The summary's claims sentence: fully tested verdicts kept apart from partly and not tested claims."""
+    v = s["claims"]
+    full = ", ".join(f"{v[k]} {k}" for k in ("supported", "contradicted", "inconclusive"))
+    return (f"Claims of the paper (§6), {len(claims_mod.CLAIMS)} in all: fully tested: {full}; partly tested (no "
+            f"verdict of their own): {v[claims_mod.PARTLY]}; not tested: {v[claims_mod.NOT_TESTED]}. Parts tested: "
+            f"{s['claim_parts']['tested']} of {s['claim_parts']['total']}.")
 
 
 def coverage_frame(tables: list[BuiltTable]) -> pd.DataFrame:
@@ -213,7 +223,7 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
                      f"{s['accuracy_mean_diff']:+.2f} points from the paper's (mean |Δ| "
                      f"{s['accuracy_mean_abs_diff']:.2f}); read the configuration differences above each table "
                      "before reading anything into that.")
-    lines.append("Claims of the paper (§6): " + ", ".join(f"{n} {v}" for v, n in s["claims"].items()) + ".")
+    lines.append(claims_line(s))
     if s["tables_without_runs"]:
         lines.append("Tables with no run in this profile: " + ", ".join(s["tables_without_runs"]) + ".")
     B.append(Block("ul", lines))
@@ -320,17 +330,16 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
     B.append(Block("h2", "Claims"))
     B.append(Block("p", claims_mod.RULE))
     B.append(Block("p", claims_mod.COMBINE_RULE))
-    B.append(Block("table", pd.DataFrame([{"#": c.number, "claim": c.text, "verdict": c.verdict,
-                                           "parts tested": f"{len(c.tested)}/{len(c.parts)}"} for c in claims])))
+    B.append(Block("table", pd.DataFrame([{"#": c.number, "claim": c.text, "verdict": c.summary,
+                                           "parts tested": f"{len(c.tested)}/{len(c.counted)}"} for c in claims])))
     for c in claims:
         B.append(Block("h3", f"Claim {c.number}: {c.verdict}"))
-        B.append(Block("p", c.text + (f" — not run: {c.reason}." if c.verdict == "not run" and c.reason else "")))
+        B.append(Block("p", c.text + f" — {c.summary}" + (f"; {c.reason}." if c.tested != c.counted and c.reason
+                                                               else ".")))
         items = []
         for p in c.parts:
-            if p.verdict == "not run" and c.verdict == "not run":
-                continue
-            items.append(("(detail, not combined) " if p.detail else "") + f"{p.text}: **{p.verdict}**"
-                         + _numbers_text(p))
+            items.append(("(detail, not counted) " if p.detail else "") + f"{p.text}: **{p.verdict}**"
+                         + (f" — needs {p.needs}" if not p.tested and p.needs else _numbers_text(p)))
         items += [f"Note: {n}" for n in c.notes]
         if items:
             B.append(Block("ul", items))
@@ -339,7 +348,8 @@ def build_blocks(results: Results, tables: list[BuiltTable], figures: list[Figur
     missing = [f"{t.table.name}: {sum(1 for c in t.cells if c.paper.reported and c.ours is None)} of "
                f"{t.n_reported} paper numbers" for t in tables if any(c.paper.reported and c.ours is None for c in t.cells)]
     missing += [f"{f.spec.title} ({f.spec.slug}): {f.message}" for f in figures if f.status != "drawn"]
-    missing += [f"Claim {c.number}: {c.reason or 'no part testable'}" for c in claims if c.verdict == "not run"]
+    missing += [f"Claim {c.number}: {len(c.counted) - len(c.tested)} of {len(c.counted)} parts not tested"
+                + (f" ({c.reason})" if c.reason else "") for c in claims if len(c.tested) < len(c.counted)]
     missing += ["Tables 5, 6, 9, 10 and 11 are hyper-parameters and formulas (transcribed in "
                 "`karat/report/paper/`), not results."]
     B.append(Block("ul", missing))
@@ -454,11 +464,12 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 def report_metrics(claims: list) -> dict:
-    """``results/<profile>/metrics.json``, the report's DVC metric: how many of the paper's claims this
-    profile's data support (verdict "supported"). One short key: `dvc metrics show` prints it in the same
-    table as every run's metrics.json (120 columns for the demo profile); every verdict and number is in
-    claims.json."""
-    return {"agree": sum(c.verdict == "supported" for c in claims)}
+    """``results/<profile>/metrics.json``, the report's DVC metric: ``agree``, how many of the paper's claims
+    this profile's data support with every part tested (verdict "supported"; a partly tested claim never
+    counts), and ``parts``, how many of the claims' parts were tested. Short keys: `dvc metrics show` prints
+    them in the same table as every run's metrics.json (120 columns for the demo profile); every verdict and
+    number is in claims.json."""
+    return {"agree": sum(c.verdict == "supported" for c in claims), "parts": sum(len(c.tested) for c in claims)}
 
 
 def write_report(results: Results, tables: list[BuiltTable], figures: list[FigureResult], claims: list,

@@ -22,8 +22,14 @@ MODEL_RE = re.compile(r"^vit_(tiny|small|base)_patch(\d+)_(\d+)$")
 PAPER_PATCH, PAPER_IMG, PAPER_DEPTH = 16, 224, 12
 # Metrics measured per run (eval.json) vs per model x attention (compute.csv).
 RUN_METRICS = ("top1", "top5", "params_total_m", "params_attn_m", "train_hours")
-# ViT-Det runs (karat.report.detection): COCOeval AP of boxes and masks (Table 12)
+# ViT-Det runs (profile.detection, karat.config.detection): COCOeval AP of boxes and masks (Table 12), family
+# vitdet_base, paper dataset coco (coco_synth included), experiment "detection"; init "random" (no backbone source)
+# or "imagenet_softmax" (a softmax classification run's weights).
 DETECTION_METRICS = ("box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
+DETECTION_REPORTED = {m: m.replace("box_ap", "box_AP").replace("mask_ap", "mask_AP") for m in DETECTION_METRICS}
+DETECTION_FAMILY, DETECTION_DATASET, DETECTION_EXPERIMENT = "vitdet_base", "coco", "detection"
+INITS = {"imagenet_softmax": "ImageNet softmax init", "random": "random init"}
+CONVERGED_FRACTION = 0.9
 # The run's whole evaluation record (karat.training.evaluation); its metrics.json is the short DVC metric.
 RUN_RECORD = "eval.json"
 COMPUTE_METRICS = ("gflops_total", "gflops_attn", "memory_gb", "memory_peak_gb", "throughput_img_s")
@@ -65,7 +71,8 @@ def model_geometry(model: str) -> tuple[int, int] | None:
 
 
 def paper_dataset(dataset: str) -> str:
-    """Our dataset key -> the paper's dataset: ``cifar10_fixture`` (a few real CIFAR-10 images) -> cifar10."""
+    """Our dataset key -> the paper's dataset: ``cifar10_fixture`` (a few real CIFAR-10 images) -> cifar10,
+    ``coco_synth`` -> coco."""
     if dataset in PAPER_DATASETS:
         return dataset
     prefixes = [p for p in PAPER_DATASETS if dataset.startswith(p + "_")]
@@ -135,8 +142,7 @@ class RunResult:
             if name in ("top1", "top5"):
                 return float(m["reported"][name])
             if name in DETECTION_METRICS:
-                from .detection import metric as detection_metric
-                return detection_metric(m, name)
+                return float(m["reported"][DETECTION_REPORTED[name]])
             if name == "params_total_m":
                 return float(m["params"]["total"]) / 1e6
             if name == "params_attn_m":
@@ -180,9 +186,8 @@ class Results:
         matches = [r for r in self.evaluated()
                    if r.family == model and r.spec.attention_label == attention and r.dataset == dataset
                    and r.experiment == experiment]
-        if experiment == "detection":  # Table 12: the backbone's init too
-            from .detection import matches_init
-            matches = [r for r in matches if matches_init(r, extra)]
+        if experiment == DETECTION_EXPERIMENT and extra.get("init"):  # Table 12: the backbone's init too
+            matches = [r for r in matches if init_kind(r.spec) == extra["init"]]
         if experiment == "bspline_kan":  # Table 14: the KAN's k, G, grid range and hidden widths too
             part_datasets = {"a": ("cifar10", "cifar100"), "b": ("mnist", "fashion_mnist")}
             if dataset not in part_datasets.get(extra.get("part"), (dataset,)):
@@ -262,6 +267,47 @@ def compute_metric(row: dict, metric: str) -> float | None:
                      f"{list(COMPUTE_METRICS) + ['params_total_m', 'params_attn_m']}")
 
 
+def _read_record(root: Path, spec: Any) -> dict | None:
+    """A run's eval.json (None: not evaluated yet)."""
+    path = root / Path(spec.out_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); run its evaluate stage again") from None
+
+
+def init_kind(spec: Any) -> str:
+    """A ViT-Det run's backbone init as Table 12 keys it: ``random`` or ``imagenet_softmax``."""
+    return "random" if not getattr(spec, "backbone_from", None) else "imagenet_softmax"
+
+
+def ap_curve(results: "Results", run_id: str, column: str = "box_AP") -> list[tuple[float, float]]:
+    """(epoch, AP) rows of a detection run's log.csv (empty when the file is missing)."""
+    spec = results.runs[run_id].spec
+    path = Path(results.root) / Path(spec.out_dir) / "log.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        return [(float(r["epoch"]), float(r[column])) for r in rows]
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read epoch / {column} ({exc!r}); see karat.training.detection.LOG_COLUMNS") \
+            from None
+
+
+def epoch_converged(curve: list[tuple[float, float]], fraction: float = CONVERGED_FRACTION) -> float | None:
+    """The first epoch at which AP reaches ``fraction`` of the run's best AP (None: no curve or best <= 0)."""
+    if not curve:
+        return None
+    best = max(ap for _, ap in curve)
+    if not best > 0:
+        return None
+    return next(e for e, ap in curve if ap >= fraction * best)
+
+
 def _prefer_paper_geometry(models: set) -> str:
     def rank(name: str) -> tuple:
         geo = model_geometry(name)
@@ -274,18 +320,13 @@ def collect(profile: Any, root: str | Path = ".") -> Results:
     root = Path(root)
     results = Results(profile=profile, root=root)
     for run_id, spec in profile.runs.items():
-        path = root / Path(spec.out_dir) / RUN_RECORD
-        metrics = None
-        if path.is_file():
-            try:
-                metrics = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        results.runs[run_id] = RunResult(run_id=run_id, spec=spec, metrics=metrics,
+        results.runs[run_id] = RunResult(run_id=run_id, spec=spec, metrics=_read_record(root, spec),
                                          family=model_family(spec.model), dataset=paper_dataset(spec.dataset),
                                          experiment=run_experiment(spec))
-    from .detection import collect_runs
-    results.runs.update(collect_runs(profile, root))   # ViT-Det runs (Table 12, claim 11)
+    for run_id, spec in (getattr(profile, "detection", None) or {}).items():   # ViT-Det (Table 12, claim 11)
+        results.runs[run_id] = RunResult(run_id=run_id, spec=spec, metrics=_read_record(root, spec),
+                                         family=DETECTION_FAMILY, dataset=paper_dataset(spec.dataset),
+                                         experiment=DETECTION_EXPERIMENT)
     compute_csv = results.analysis_dir("compute") / "compute.csv"
     if compute_csv.is_file():
         with open(compute_csv, newline="", encoding="utf-8") as fh:

@@ -8,6 +8,7 @@ reading the numbers (resolution, depth, epochs, training-set size, ...).
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from tabulate import tabulate
 from karat.utils.io import atomic_write_text
 
 from . import paper as paper_data
-from .results import (FAMILY_NAMES, PAPER_DEPTH, PAPER_IMG, PAPER_PATCH, Results, Stat)
+from .results import (DETECTION_DATASET, DETECTION_EXPERIMENT, FAMILY_NAMES, PAPER_DEPTH, PAPER_IMG, PAPER_PATCH,
+                      Results, Stat)
 
 NOT_RUN = "not run in this profile"
 # The tables the report renders, in order (Table 5/6/9/10/11 are hyper-parameters / formulas, not results).
@@ -259,7 +261,6 @@ def config_differences(built: BuiltTable, results: Results) -> list[str]:
                       for rid in c.ours.run_ids})
     specs = [results.runs[r].spec for r in run_ids if r in results.runs]
     if specs and all(getattr(s, "task", None) == "detection" for s in specs):
-        from .detection import differences as detection_differences
         lines += detection_differences(specs)
     elif specs:
         lines += _transfer_lines(specs, results) + _run_differences(specs, results)
@@ -432,4 +433,34 @@ def _compute_differences(cells: list, results: Results) -> list[str]:
                  "1000-class heads, PAPER §1.7).")
     devices = sorted({r.get("timing_device", "?") for r in rows})
     lines.append(f"Timing device: {', '.join(devices)}.")
+    return lines
+
+
+def detection_differences(specs: list) -> list[str]:
+    """Table 12's configuration differences (ViT-Det runs, karat.config.detection)."""
+    lines = []
+    det = [s for s in specs if getattr(s, "task", None) == DETECTION_EXPERIMENT]
+    if not det:
+        return lines
+    data = sorted({s.dataset for s in det})
+    if any(d != DETECTION_DATASET for d in data):
+        lines.append(f"Data: {', '.join(data)} — the project's generated COCO-format set (CIFAR-10 fixture objects on "
+                     f"backgrounds), not MS-COCO 2017: the numbers test the pipeline, not the paper's values.")
+    geo = sorted({json.dumps(s.model_kwargs, sort_keys=True) for s in det if s.model_kwargs})
+    if geo:
+        lines.append("Model overrides (paper: ViT-Det-Base, 12 blocks, width 768, 224 px, N = 196): " + "; ".join(geo)
+                     + ".")
+    sched = sorted({(s.recipe["train"]["iterations"], s.recipe["train"]["batch_size"]) for s in det})
+    if sched != [(184375, 32)]:
+        lines.append("Schedule: " + ", ".join(f"{i:,} iterations at batch {b}" for i, b in sched)
+                     + " (paper: 184,375 at batch 32).")
+    srcs = sorted({s.backbone_from["run"] for s in det if s.backbone_from})
+    if srcs:
+        lines.append(f"'ImageNet softmax init' rows start from: {', '.join(srcs)} (its reported weights; position "
+                     f"embedding without the class token, relative position and KArAt operators fresh).")
+    from karat.config.detection import ASSUMPTIONS
+    lines.append("Assumptions where Table 11 is silent: " + "; ".join(ASSUMPTIONS) + ".")
+    seeds = sorted({s.seed for s in det})
+    lines.append(f"Seeds: {seeds}; reported weights: the last iteration's; AP from pycocotools COCOeval on the whole "
+                 f"validation split, in original image coordinates.")
     return lines

@@ -189,11 +189,38 @@ MODEL_ASSUMPTIONS: list[dict] = [
     {"key": "fine-tuning recipe (recipes.finetune)",
      "value": "AdamW lr 1e-4 at batch 64, 2 warm-up epochs, cosine to 1e-6, wd 0.05, drop-path 0.1, RandAugment "
               "m9, no mixup / cutmix / erasing, 224 px; SVHN 10, STL-10 50, Flowers-102 100 epochs; EMA decay 0.999; "
-              "3 fine-tuning seeds per cell from the seed-0 ImageNet run",
+              "3 fine-tuning seeds per cell from the seed-0 ImageNet run. Inherited from the ImageNet recipe "
+              "unchanged: random-resized crop scale (0.08, 1), horizontal flip 0.5, colour jitter 0.4, label "
+              "smoothing 0.1, evaluation centre crop 0.9",
      "paper": "NOT FOUND (§3.4)",
      "why": "a 10x lower peak lr than from scratch, a few thousand steps per dataset; EMA horizon 1/(1 - 0.999) = "
             "1,000 steps, at most a third of the shortest fine-tune (the pretraining's 0.99992 spans 12,500 steps, "
             "longer than a whole Flowers-102 fine-tune)"},
+    {"key": "fine-tuning augmentation inherited from the ImageNet recipe",
+     "value": "random-resized crop scale (0.08, 1) and ratio (0.67, 1.5), colour jitter 0.4, label smoothing 0.1, "
+              "evaluation centre crop 0.9 (resize to 224 / 0.9, crop 224) on SVHN, Flowers-102 and STL-10",
+     "paper": "fine-tuning augmentation NOT FOUND (§3.4)",
+     "why": "DeiT-style fine-tuning keeps the pretraining's augmentation and only turns off mixup / cutmix / "
+            "erasing; a scale down to 0.08 is aggressive for 2,040 Flowers images and small SVHN digits, but "
+            "changing it would be a second unstated choice with no number to check it against"},
+    {"key": "horizontal flip on SVHN (profiles.paper.overrides.by_dataset.svhn)",
+     "value": "0 on SVHN (digits), 0.5 on Flowers-102 and STL-10",
+     "paper": "NOT FOUND (§3.4)",
+     "why": "a mirrored house number is a different image (mirrored 2, 5, 7 are not digits and the digit order "
+            "reverses), so flipping adds label noise; the usual SVHN recipes do not flip. Flowers and objects are "
+            "mirror-symmetric classes, where the flip is harmless"},
+    {"key": "Flowers-102 split",
+     "value": "train + val = 2,040 images for training, the official test split (6,149) for evaluation",
+     "paper": "split NOT FOUND (§3.4)",
+     "why": "the common transfer-learning protocol (as in the ViT / DeiT transfer tables); the official train "
+            "split alone has 10 images per class"},
+    {"key": "reported weights of fine-tunes and attention-transfer teachers",
+     "value": "the best-epoch EMA weights (report_weights: ema_best), the epoch chosen on the test split; a "
+              "fine-tune starts from and a Table 4 teacher is the upstream run's reported (ema_best) weights",
+     "paper": "NOT FOUND (§7 item 11)",
+     "why": "the same rule as the from-scratch runs (DeiT's 'max accuracy'); it is optimistic by construction, "
+            "for fine-tunes (the test split picks their epoch) and for students (their teacher's epoch was "
+            "picked on the test split too); every weight variant is kept in eval.json"},
     {"key": "attention transfer (Table 4)",
      "value": "copy mode: each block's attention matrix is the frozen teacher's activated matrix (softmax(A) or "
               "sigma-hat(A) = W Phi(A)) on the same augmented batch, every block, teacher's reported weights; the "

@@ -478,6 +478,15 @@ def evaluate_detection(spec, *, device=None) -> dict:
         "evaluate": {"device": device_description(str(dev)), "images_per_s": n / max(dt, 1e-9)},
         "provenance": provenance(),
     }
+    # Fig. 8 (karat.report.figures_detection): the predictions on the first 3 validation images, the same images
+    # for every run, drawn side by side; only boxes that could be drawn (score >= 0.3) are kept
+    shown = list(range(min(3, n)))
+    val = data.splits["val"]
+    record["examples"] = {
+        "images": [{"index": i, "id": val.coco["images"][i]["id"], "file_name": val.coco["images"][i].get("file_name"),
+                    "height": int(val.sizes[i, 2]), "width": int(val.sizes[i, 3])} for i in shown],
+        "detections": [d for d in predict(model, data, "val", shown, t["eval_batch_size"], dev, amp_ctx)
+                       if d["score"] >= 0.3]}
     atomic_write_json(out_dir / "eval.json", record)
     atomic_write_json(out_dir / "metrics.json", metrics_row(record))
     return record
