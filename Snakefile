@@ -8,14 +8,13 @@
 # validated against src/karat/config/params.schema.yaml before anything runs. Rules are split by stage in
 # workflow/rules/. Training jobs declare a `gpu` resource; on a machine with k GPUs at most k run at once
 # and each claims its own device (karat.utils.gpus).
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # usable before `pip install -e .`
 
 from karat.config import load_profile
-from karat.pipeline import by_name, detect_gpus, stages
+from karat.pipeline import TORCH_KINDS, by_name, detect_gpus, stages
 
 
 PARAMS = config.get("params", "params.yaml")
@@ -23,9 +22,9 @@ PROFILE = load_profile(PARAMS, config.get("profile"))
 N_GPUS = int(config.get("gpus", detect_gpus()))
 STAGES = by_name(stages(PROFILE.name, PARAMS, gpus_available=N_GPUS))
 P = PROFILE.name
-# Torch jobs use every core by default (Snakemake passes `threads` on as OMP_NUM_THREADS): the same thread
-# count as under DVC, so both orchestrators compute bit-identical results on the CPU.
-THREADS = int(config["threads_per_job"] if "threads_per_job" in config else workflow.cores)  # cores: unset under SLURM
+# Torch jobs run the profile's thread count (profiles.<name>.threads, default karat.pipeline.DEFAULT_THREADS),
+# set by the job itself (--threads on its command line), the same under DVC: --cores, threads_per_job and
+# OMP_NUM_THREADS change how many jobs run at once, never what a job computes (workflow/rules/common.smk).
 
 # On one machine at most N_GPUS GPU jobs run at once (each claims its own device); on a cluster the
 # scheduler owns the GPUs (workflow/profiles/slurm sets cluster=slurm).

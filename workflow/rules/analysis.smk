@@ -7,13 +7,13 @@ rule analyze:
     output:
         directory(f"results/{P}/analysis/{{analysis}}/{{run}}"),
     params:
-        cmd=lambda wc: stage("analyze", analysis=wc.analysis, run=wc.run).cmd,
-        options=lambda wc: json.dumps(PROFILE.analysis_options[wc.analysis], sort_keys=True),
+        cmd=lambda wc: Command(stage("analyze", analysis=wc.analysis, run=wc.run).cmd),
+        reads=lambda wc: stage("analyze", analysis=wc.analysis, run=wc.run).reads,
     conda:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/analyze/{{analysis}}-{{run}}.log",
-    threads: THREADS
+    threads: lambda wc: job_threads(stage("analyze", analysis=wc.analysis, run=wc.run))
     resources:
         gpu=lambda wc: stage("analyze", analysis=wc.analysis, run=wc.run).resources["gpu"],
     shell:
@@ -26,13 +26,13 @@ rule analyze_compute:
     output:
         directory(f"results/{P}/analysis/compute"),
     params:
-        cmd=STAGES["analyze-compute"].cmd if "analyze-compute" in STAGES else "",
-        options=json.dumps(PROFILE.analysis_options.get("compute", {}), sort_keys=True),
+        cmd=Command(STAGES["analyze-compute"].cmd if "analyze-compute" in STAGES else ""),
+        reads=STAGES["analyze-compute"].reads if "analyze-compute" in STAGES else "{}",
     conda:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/analyze/compute.log",
-    threads: THREADS
+    threads: job_threads(STAGES["analyze-compute"]) if "analyze-compute" in STAGES else 1
     resources:
         gpu=STAGES["analyze-compute"].resources.get("gpu", 0) if "analyze-compute" in STAGES else 0,
     shell:

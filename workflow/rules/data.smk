@@ -7,7 +7,8 @@ rule fetch:
     output:
         directory("data/raw/{dataset}"),
     params:
-        cmd=lambda wc: stage("fetch", dataset=wc.dataset).cmd,
+        cmd=lambda wc: Command(stage("fetch", dataset=wc.dataset).cmd),
+        reads=lambda wc: stage("fetch", dataset=wc.dataset).reads,
     conda:
         "../envs/karat.yaml"
     log:
@@ -22,8 +23,8 @@ rule prepare:
     output:
         directory("data/prepared/{dataset}/{subset}"),
     params:
-        cmd=lambda wc: stage("prepare", dataset=wc.dataset, subset=wc.subset).cmd,
-        subset=lambda wc: json.dumps(PROFILE.datasets[f"{wc.dataset}/{wc.subset}"].subset_spec, sort_keys=True),
+        cmd=lambda wc: Command(stage("prepare", dataset=wc.dataset, subset=wc.subset).cmd),
+        reads=lambda wc: stage("prepare", dataset=wc.dataset, subset=wc.subset).reads,
     conda:
         "../envs/karat.yaml"
     log:

@@ -16,8 +16,8 @@ rule detect_fetch:
     output:
         directory("data/raw/{detset}"),
     params:
-        cmd=lambda wc: stage("detect_fetch", detset=wc.detset).cmd,
-        spec=lambda wc: json.dumps(DET_DATA[wc.detset].spec, sort_keys=True),
+        cmd=lambda wc: Command(stage("detect_fetch", detset=wc.detset).cmd),
+        reads=lambda wc: stage("detect_fetch", detset=wc.detset).reads,
     conda:
         "../envs/karat.yaml"
     log:
@@ -32,8 +32,8 @@ rule detect_prepare:
     output:
         directory("data/prepared/{detset}/s{size}"),
     params:
-        cmd=lambda wc: stage("detect_prepare", detset=wc.detset).cmd,
-        spec=lambda wc: json.dumps(DET_DATA[wc.detset].spec, sort_keys=True),
+        cmd=lambda wc: Command(stage("detect_prepare", detset=wc.detset).cmd),
+        reads=lambda wc: stage("detect_prepare", detset=wc.detset).reads,
     conda:
         "../envs/karat.yaml"
     log:
@@ -50,13 +50,13 @@ rule detect_train:
         f"runs/{P}/{{detrun}}/train.json",
         f"runs/{P}/{{detrun}}/log.csv",
     params:
-        cmd=lambda wc: stage("detect_train", detrun=wc.detrun).cmd,
-        spec=lambda wc: json.dumps(PROFILE.detection[wc.detrun].to_dict(), sort_keys=True),
+        cmd=lambda wc: Command(stage("detect_train", detrun=wc.detrun).cmd),
+        reads=lambda wc: stage("detect_train", detrun=wc.detrun).reads,
     conda:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/detect_train/{{detrun}}.log",
-    threads: THREADS
+    threads: lambda wc: job_threads(stage("detect_train", detrun=wc.detrun))
     resources:
         gpu=lambda wc: stage("detect_train", detrun=wc.detrun).resources["gpu"],
     shell:
@@ -70,13 +70,13 @@ rule detect_evaluate:
         f"runs/{P}/{{detrun}}/eval.json",
         f"runs/{P}/{{detrun}}/metrics.json",
     params:
-        cmd=lambda wc: stage("detect_evaluate", detrun=wc.detrun).cmd,
-        spec=lambda wc: json.dumps(PROFILE.detection[wc.detrun].to_dict(), sort_keys=True),
+        cmd=lambda wc: Command(stage("detect_evaluate", detrun=wc.detrun).cmd),
+        reads=lambda wc: stage("detect_evaluate", detrun=wc.detrun).reads,
     conda:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/detect_evaluate/{{detrun}}.log",
-    threads: THREADS
+    threads: lambda wc: job_threads(stage("detect_evaluate", detrun=wc.detrun))
     resources:
         gpu=lambda wc: stage("detect_evaluate", detrun=wc.detrun).resources["gpu"],
     shell:

@@ -13,7 +13,6 @@ rule report:
         f"results/{P}/metrics.json",
     params:
         cmd=STAGES["report"].cmd,
-        profile=json.dumps(PROFILE.raw, sort_keys=True),
     conda:
         "../envs/karat.yaml"
     log:

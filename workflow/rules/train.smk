@@ -1,5 +1,6 @@
-# train -> evaluate, one job per run of the profile. `params.spec` is the run's fully resolved
-# configuration: Snakemake's params rerun-trigger reruns exactly the runs whose configuration changed.
+# train -> evaluate, one job per run of the profile. `params.reads` holds the values of exactly the params.yaml
+# keys the job reads (a train job not eval_batch_size / report_weights, its evaluate job does; a derived run its
+# own group's keys only): Snakemake's params rerun-trigger reruns exactly the jobs whose inputs changed.
 
 
 rule train:
@@ -14,13 +15,13 @@ rule train:
         directory(f"runs/{P}/{{run}}/snapshots"),
         f"runs/{P}/{{run}}/log.csv",
     params:
-        cmd=lambda wc: stage("train", run=wc.run).cmd,
-        spec=lambda wc: json.dumps(PROFILE.runs[wc.run].to_dict(), sort_keys=True),
+        cmd=lambda wc: Command(stage("train", run=wc.run).cmd),
+        reads=lambda wc: stage("train", run=wc.run).reads,
     conda:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/train/{{run}}.log",
-    threads: THREADS
+    threads: lambda wc: job_threads(stage("train", run=wc.run))
     resources:
         gpu=lambda wc: stage("train", run=wc.run).resources["gpu"],
     shell:
@@ -34,13 +35,13 @@ rule evaluate:
         f"runs/{P}/{{run}}/eval.json",
         f"runs/{P}/{{run}}/metrics.json",
     params:
-        cmd=lambda wc: stage("evaluate", run=wc.run).cmd,
-        spec=lambda wc: json.dumps(PROFILE.runs[wc.run].to_dict(), sort_keys=True),
+        cmd=lambda wc: Command(stage("evaluate", run=wc.run).cmd),
+        reads=lambda wc: stage("evaluate", run=wc.run).reads,
     conda:
         "../envs/karat.yaml"
     log:
         f"logs/{P}/evaluate/{{run}}.log",
-    threads: THREADS
+    threads: lambda wc: job_threads(stage("evaluate", run=wc.run))
     resources:
         gpu=lambda wc: stage("evaluate", run=wc.run).resources["gpu"],
     shell:

@@ -229,8 +229,10 @@ def evaluate_split(model, data, split: str, indices, batch_size: int, device, am
 def fingerprint(spec, t: dict, manifest: dict) -> str:
     from ..config.detection import NOT_IN_FINGERPRINT
 
+    # torch's thread count: on the CPU it changes float reductions, so a state made with another count is not
+    # resumed (karat.training.loop.run_fingerprint)
     key = {"model": spec.model, "attention": spec.attention, "model_kwargs": dict(spec.model_kwargs or {}),
-           "seed": spec.seed, "dataset": spec.dataset, "init": spec.init,
+           "threads": torch.get_num_threads(), "seed": spec.seed, "dataset": spec.dataset, "init": spec.init,
            "train": {k: v for k, v in t.items() if k not in NOT_IN_FINGERPRINT},
            "data_files": {f: m.get("sha256") for f, m in manifest.get("files", {}).items()}}
     if spec.backbone_from:

@@ -186,10 +186,13 @@ NOT_IN_FINGERPRINT = {"train": ("report_weights", "eval_batch_size")}
 def run_fingerprint(spec, manifest: dict) -> str:
     """What the trained weights depend on: a state with another fingerprint is not resumed.
 
-    Model, attention, classes, seed, data (the prepared files' checksums) and every recipe key except those in
-    :data:`NOT_IN_FINGERPRINT` (how the run is evaluated or reported, not how it is trained)."""
+    Model, attention, classes, seed, data (the prepared files' checksums), every recipe key except those in
+    :data:`NOT_IN_FINGERPRINT` (how the run is evaluated or reported, not how it is trained) and torch's thread
+    count (on the CPU it changes the order of float reductions: a state trained with 2 threads and resumed with
+    8 would mix the two; the pipeline fixes the count per profile, karat.pipeline.DEFAULT_THREADS)."""
     skip = NOT_IN_FINGERPRINT["train"]
     key = {"model": spec.model, "attention": spec.attention, "model_kwargs": dict(spec.model_kwargs or {}),
+           "threads": torch.get_num_threads(),
            "num_classes": spec.num_classes, "seed": spec.seed, "dataset": spec.dataset, "subset": spec.subset,
            "train": {k: v for k, v in spec.recipe.get("train", {}).items() if k not in skip},
            "data": spec.recipe.get("data", {}),

@@ -45,11 +45,20 @@ def device_description(device: str | None = None) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def torch_threads() -> int | None:
+    """The intra-op thread count torch computes with (set by the stage: karat.stages._shell.set_threads); on the
+    CPU it changes results in the last bits, so every artifact records it. None when torch is not loaded."""
+    import sys
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
 def provenance(device: str | None = None) -> dict:
     return {
         "git": git_state(),
         "libraries": library_versions(),
         "device": device_description(device),
+        "threads": torch_threads(),
         "host": platform.node(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

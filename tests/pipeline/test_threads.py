@@ -1,0 +1,97 @@
+"""The torch thread count is fixed by the pipeline, not by the shell or the orchestrator (issue 22).
+
+`OMP_NUM_THREADS` in the user's shell used to change DVC-trained weights while Snakemake set threads from
+`--cores`. Now every torch stage's command carries `--threads N` (profiles.<name>.threads, default
+karat.pipeline.DEFAULT_THREADS), the same under both orchestrators; the stage sets it before any work; it is in
+every artifact's provenance and in the training state's fingerprint, so a state made with another count is
+not resumed (the run trains again from scratch: the weights are then those of one thread count, never a mix).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from karat.pipeline import DEFAULT_THREADS, TORCH_KINDS, stages
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path):
+    for s in stages("ci", str(REPO / "params.yaml")):
+        if s.kind in TORCH_KINDS:
+            assert f"--threads {DEFAULT_THREADS} " in s.cmd and s.threads == DEFAULT_THREADS, s.name
+        else:
+            assert "--threads" not in s.cmd, s.name
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc["profiles"]["ci"]["threads"] = 3
+    other = tmp_path / "params.yaml"
+    other.write_text(yaml.safe_dump(doc, sort_keys=False))
+    changed = [s for s in stages("ci", str(other)) if s.kind in TORCH_KINDS]
+    assert changed and all("--threads 3 " in s.cmd and '"threads": 3' in s.reads for s in changed)
+
+
+def _threads_after(args: list[str], omp: str) -> subprocess.CompletedProcess:
+    code = ("import sys, torch; from karat.stages._shell import take_threads; "
+            "rest = take_threads(sys.argv[1:]); print(torch.get_num_threads(), rest)")
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": omp}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+
+
+def test_the_stage_sets_its_threads_whatever_omp_num_threads_says():
+    for omp in ("1", "3"):
+        res = _threads_after(["--run", "r", "--threads", "2"], omp)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split(maxsplit=1) == ["2", "['--run', 'r']\n"], res.stdout
+    # the check can fail: without --threads the shell's variable decides
+    assert _threads_after(["--run", "r"], "1").stdout.split()[0] == "1"
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1"])
+def test_a_bad_thread_count_is_a_clear_error(bad, capsys):
+    from karat.stages import evaluate
+    assert evaluate.main(["--run", "r", "--threads", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --threads") and repr(bad) in err and "integer >= 1" in err
+
+
+def test_thread_count_is_in_the_provenance_and_the_state_fingerprint():
+    from types import SimpleNamespace
+
+    from karat.training.loop import run_fingerprint
+    from karat.utils.provenance import provenance
+
+    spec = SimpleNamespace(model="vit_tiny_patch4_32", attention="softmax", model_kwargs={}, num_classes=10, seed=0,
+                           dataset="d", subset="s", recipe={"train": {"lr": 1e-3, "eval_batch_size": 8}, "data": {}})
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, prov_one = run_fingerprint(spec, {}), provenance()["threads"]
+        torch.set_num_threads(2)
+        two, prov_two = run_fingerprint(spec, {}), provenance()["threads"]
+    finally:
+        torch.set_num_threads(saved)
+    assert (prov_one, prov_two) == (1, 2)
+    assert one != two          # a state trained with 1 thread is not resumed with 2 (karat.training.loop)
+
+
+def test_detection_state_fingerprint_follows_the_thread_count():
+    from types import SimpleNamespace
+
+    from karat.training.detection import fingerprint
+
+    spec = SimpleNamespace(model="m", attention="softmax", model_kwargs={}, seed=0, dataset="d", init="random",
+                           backbone_from=None)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fingerprint(spec, {"lr": 1.0}, {})
+        torch.set_num_threads(2)
+        two = fingerprint(spec, {"lr": 1.0}, {})
+    finally:
+        torch.set_num_threads(saved)
+    assert one != two
