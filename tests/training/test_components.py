@@ -80,7 +80,9 @@ def test_ema_update_rule():
             p.add_(1.0)
     ema.update(model)
     for k, v in ema.module.state_dict().items():
-        assert torch.allclose(v, before[k] + 0.1, atol=1e-6), k
+        # a + 0.1 (a + 1 - a) in float32: a handful of roundings of numbers up to |a| + 1, so 4 u (|a| + 1)
+        # per entry, u = 2^-24 (issue 22: was a fixed atol 1e-6, i.e. 17 u at |a| = 0 and too tight beyond 3)
+        assert ((v - (before[k] + 0.1)).abs() <= 4 * 2.0 ** -24 * (before[k].abs() + 1)).all(), k
         # bit for bit the rule the loop documents: ema.lerp_(weights, 1 - decay)
         assert torch.equal(v, before[k].lerp(model.state_dict()[k], 1.0 - 0.9)), k
     assert not any(p.requires_grad for p in ema.module.parameters())
