@@ -90,7 +90,7 @@ def test_one_seed_without_replication_is_inconclusive(tmp_path):
 def test_no_detection_run_is_not_run(tmp_path):
     res = collect(SimpleNamespace(name="t", runs={}, detection={}, analyses={}), tmp_path)
     claim = D.claim_11(res)
-    assert claim.verdict == "not run" and "no ViT-Det run" in claim.reason
+    assert claim.verdict == "not tested" and "no ViT-Det run" in claim.reason
 
 
 def test_gap_band_rule():
@@ -104,7 +104,7 @@ def test_gap_band_rule():
     assert D.gap_part(m(30.0), m(10.0), "t").verdict == "contradicted"     # 20 points: far above 14 + 2s
     assert D.gap_part(m(30.0), m(27.2), "t").verdict == "supported"        # 2.8 within 3 - s
     assert D.gap_part(m(30.0), m(27.5), "t").verdict == "inconclusive"     # 2.5: between 3 - 2s and 3 - s
-    assert D.gap_part(None, m(1.0), "t").verdict == "not run"
+    assert D.gap_part(None, m(1.0), "t").verdict == "not tested"
     assert D.epoch_converged([(2, 1.0), (4, 9.5), (6, 10.0)]) == 4
     assert D.epoch_converged([]) is None and D.epoch_converged([(2, 0.0)]) is None
     assert isinstance(Stat((1.0,), ("a",), "x").mean, float)

@@ -162,7 +162,7 @@ def test_assumptions_and_stage_times(workspace, synthetic):
         assert md.count("MODEL_ASSUMPTIONS") == 1 and "Shannon wavelet" in md and "| W init" in md
         assert "174x softmax's under N(0, 1)" in md
     # what a claim deliberately does not test is stated beside it
-    assert "Note: 'B and U have identical FLOPs' is not tested" in md
+    assert "G3B and G3U have identical FLOPs (Table 13): **supported**" in md   # a part now, not a note
 
 
 def _demo_epochs() -> int:
