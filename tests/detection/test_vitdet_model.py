@@ -37,13 +37,32 @@ def test_vitdet_base_geometry_and_parameter_counts():
     assert soft["attention_activation"] == 0
 
 
-def test_timm_registration():
+def test_timm_has_the_backbone_and_the_detector_is_built_outside_timm():
+    """Issue 21: timm's registry holds the ViT-Det backbone as a timm classification model (VisionTransformerSAM,
+    the detector's blocks and KArAt swap, timm's cfg and classifier API); the Mask R-CNN is built outside it,
+    named as torchvision names its detection builders."""
     import timm
+    from timm.models.vision_transformer_sam import VisionTransformerSAM
 
     import karat.models  # noqa: F401  (registers)
+    from karat.models.vitdet import maskrcnn_vitdet_base_patch16_224
 
-    m = timm.create_model("karat_vitdet_base_patch16_224", attention="G1B", num_classes=5, **TINY)
-    assert len(detector_operators(m)) == 2
+    kw = {k: TINY[k] for k in ("depth", "embed_dim", "num_heads", "img_size", "window_size", "global_blocks")}
+    torch.manual_seed(0)
+    m = timm.create_model("karat_vitdet_base_patch16_224", attention=G1B, num_classes=5, **kw)
+    assert isinstance(m, VisionTransformerSAM) and m.default_cfg["classifier"] == "head.fc"
+    assert len(karat.models.karat_operators(m)) == 2
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+    m.reset_classifier(0)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 48)
+    assert not [n for n in timm.list_models("*") if "maskrcnn" in n or type(n) is not str]
+    torch.manual_seed(0)
+    det = maskrcnn_vitdet_base_patch16_224(num_classes=3, attention=G1B, **TINY)
+    # the detector's backbone.vit is the timm backbone without timm's final norm and classifier
+    own = {k: v.shape for k, v in m.state_dict().items() if not k.startswith(("neck.", "head."))}
+    assert own == {k: v.shape for k, v in det.backbone.vit.state_dict().items()}
+    with pytest.raises(ValueError, match="keyword 'fpn_channels' is not allowed for the backbone"):
+        timm.create_model("karat_vitdet_base_patch16_224", fpn_channels=32)
     with pytest.raises(ValueError, match="pretrained=True is not allowed"):
         timm.create_model("karat_vitdet_base_patch16_224", pretrained=True)
 

@@ -13,14 +13,9 @@ registered as timm notrace (leaf) modules (``karat.models.swap.fx_leaf``, timm's
 ``register_notrace_module``, as timm does for its own modules that branch on shapes or values); everything
 else is traced. ConViT / Swin softmax models are plain timm modules and trace as timm's do.
 
-Excluded, the way timm excludes (an fnmatch filter on the registered name, :data:`EXCLUDE_FX_FILTERS`):
-
-* ``karat_kan_*`` (plain B-spline KANs, Table 14): not a timm family, so timm's FX support says nothing about
-  it; and ``BSplineKAN.forward_features`` validates its input (the shape check that names the recipe's
-  ``img_size``, and the MNIST reader's 3 identical grey channels read as one, ``torch.equal`` on values),
-  branching on the input's shape and values, which symbolic tracing cannot follow (``TraceError: symbolically
-  traced variables cannot be used as inputs to control flow``). :func:`test_excluded_families_still_fail`
-  keeps that statement true: if the KAN becomes traceable it fails, and the filter must go.
+Excluded: nothing. timm's counterparts of every registered karat name (vit_*, convit_*, swin_*, and samvit_* for
+the ViT-Det backbone karat_vitdet_base_patch16_224) are all traced by timm, so all are traced here, softmax and
+KArAt. The plain KANs are not timm models (karat.models.registry.NOT_TIMM_MODELS) and are not registered.
 """
 import fnmatch
 
@@ -30,23 +25,12 @@ import torch
 from timm.models import get_notrace_functions, get_notrace_modules
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names, NodePathTracer
 
-import karat.config.models
 import karat.models  # noqa: F401  (registers the names)
 from karat.models import TIMM_NAMES
 
-EXCLUDE_FX_FILTERS = ["karat_kan_*"]
+from .test_timm_contract import family, small_kwargs as _kwargs
 
-# small widths, same family and code path (as tests/models/test_timm_contract.py)
-SMALL = {"vit": dict(depth=1, embed_dim=32, num_heads=2), "convit": dict(depth=3, embed_dim=8, num_heads=2),
-         "swin": dict(embed_dim=8, num_heads=(1, 2), depths=(2, 2))}
-
-
-def _kwargs(name):
-    from karat.config.models import family
-    kw = dict(SMALL[family(name[len("karat_"):])])
-    if "swin" in name and "224" in name:
-        kw.update(depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2))
-    return kw
+EXCLUDE_FX_FILTERS: list[str] = []
 
 
 def _create_fx_model(model, train=False):
@@ -72,10 +56,9 @@ TRACED = [n for n in TIMM_NAMES if not any(fnmatch.fnmatch(n, f) for f in EXCLUD
 CASES = [(n, a) for n in TRACED for a in ("softmax", "G3B")]
 
 
-def test_every_family_but_the_excluded_is_traced():
-    fams = {karat.config.models.family(n[len("karat_"):]) for n in TRACED}
-    assert fams == {"vit", "convit", "swin"}
-    assert len(TRACED) == len(TIMM_NAMES) - sum(n.startswith("karat_kan_") for n in TIMM_NAMES)
+def test_every_registered_family_is_traced():
+    assert {family(n) for n in TRACED} == {"vit", "convit", "swin", "vitdet"}
+    assert TRACED == list(TIMM_NAMES)
 
 
 @pytest.mark.parametrize("name, attention", CASES, ids=[f"{n}-{a}" for n, a in CASES])
@@ -117,10 +100,3 @@ def test_without_the_leaf_registration_karat_attention_does_not_trace(name):
     tracer_kwargs = dict(leaf_modules=leaves, autowrap_functions=get_notrace_functions(), param_shapes_constant=True)
     with pytest.raises((torch.fx.proxy.TraceError, ValueError)):
         get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
-
-
-@pytest.mark.parametrize("name", [n for n in TIMM_NAMES if n not in TRACED])
-def test_excluded_families_still_fail(name):
-    model = timm.create_model(name, num_classes=7).eval()
-    with pytest.raises(torch.fx.proxy.TraceError, match="control flow"):
-        _create_fx_model(model)

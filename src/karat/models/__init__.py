@@ -5,8 +5,8 @@ from .flops import count_flops
 from .inspect import record_attention, recording
 from . import registry  # noqa: F401  (timm registration)
 from .registry import TIMM_NAMES
-from . import vitdet  # noqa: F401  (ViT-Det Mask R-CNN; timm registration)
-from .vitdet import create_detector
+from .vitdet import create_detector, create_vitdet_backbone, maskrcnn_vitdet_base_patch16_224
 
 __all__ = ["create_model", "count_flops", "record_attention", "recording", "karat_operators", "count_parameters",
-           "MODEL_NAMES", "TIMM_NAMES", "create_detector", "model_config", "build_operators", "attach_attention"]
+           "MODEL_NAMES", "TIMM_NAMES", "create_detector", "create_vitdet_backbone",
+           "maskrcnn_vitdet_base_patch16_224", "model_config", "build_operators", "attach_attention"]

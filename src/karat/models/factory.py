@@ -121,23 +121,46 @@ def create_model(name: str, num_classes: int = 1000, attention: str | Mapping[st
     return model
 
 
-def set_default_cfg(model: nn.Module, name: str) -> None:
-    """timm's ``pretrained_cfg`` / ``default_cfg`` for a karat model (no weights: ``url`` is empty), so that
-    ``timm.data.resolve_data_config(model=m)`` and timm's generic model checks work: the input size the model
-    was built for, ImageNet mean/std (the recipes' default), the first conv and the classifier."""
+def timm_cfg(name: str, *, num_classes: int, in_chans: int, img_size: int, pool_size: tuple[int, int] | None,
+             classifier: str) -> dict[str, Any]:
+    """timm's pretrained cfg of a karat model (no weights: ``url`` is empty): the input size the model is built
+    for, ImageNet mean/std (the recipes' default), the first conv and the classifier, and ``pool_size`` = the
+    spatial size of ``forward_features``' output where it is a feature map (Swin, the ViT-Det backbone; timm's
+    own cfgs say the same), None where it is a token sequence (ViT, ConViT, as timm's). The one source of the
+    cfg registered with timm (karat.models.registry.default_cfgs) and of every built model's
+    ``pretrained_cfg`` (:func:`set_default_cfg`)."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    if getattr(model, "pretrained_cfg", None) and name.startswith("kan_"):
-        cfg = dict(model.pretrained_cfg)
-    else:
-        img = model.patch_embed.img_size
-        chans = model.patch_embed.proj.in_channels
-        cfg = {"url": "", "num_classes": model.num_classes, "input_size": (chans, int(img[0]), int(img[1])),
-               "pool_size": None, "crop_pct": 0.9 if img[0] >= 224 else 1.0, "interpolation": "bicubic",
-               "fixed_input_size": True, "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-               "first_conv": "patch_embed.proj",
-               "classifier": "head.fc" if family(name) == "swin" else "head"}
-    cfg.setdefault("url", "")
-    cfg.update({"architecture": "karat_" + name, "tag": "", "license": "apache-2.0"})
+    return {"url": "", "num_classes": num_classes, "input_size": (in_chans, int(img_size), int(img_size)),
+            "pool_size": None if pool_size is None else tuple(int(p) for p in pool_size),
+            "crop_pct": 0.9 if img_size >= 224 else 1.0, "interpolation": "bicubic", "fixed_input_size": True,
+            "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.proj",
+            "classifier": classifier, "architecture": "karat_" + name, "tag": "", "license": "apache-2.0"}
+
+
+def feature_map_size(model: nn.Module) -> tuple[int, int] | None:
+    """(H, W) of ``forward_features``' output for a model whose output is a feature map (Swin: NHWC, the ViT-Det
+    backbone: NCHW) — the input grid over the last feature level's reduction — or None for a token sequence."""
+    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.vision_transformer_sam import VisionTransformerSAM
+    if not isinstance(model, (SwinTransformer, VisionTransformerSAM)):
+        return None
+    red = int(model.feature_info[-1]["reduction"])
+    img = model.patch_embed.img_size
+    return int(img[0]) // red, int(img[1]) // red
+
+
+def set_default_cfg(model: nn.Module, name: str) -> None:
+    """Set ``pretrained_cfg`` / ``default_cfg`` (:func:`timm_cfg`) from the model as built (its input size, its
+    classifier), so that ``timm.data.resolve_data_config(model=m)`` and timm's generic model checks work."""
+    if not hasattr(model, "patch_embed"):     # a plain KAN (not a timm model: karat.models.registry) keeps its own
+        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, "url": "", "architecture": name,
+                                                    "tag": "", "license": "apache-2.0"}
+        return
+    img = model.patch_embed.img_size
+    head = getattr(model, "head", None)
+    cfg = timm_cfg(name, num_classes=model.num_classes, in_chans=model.patch_embed.proj.in_channels,
+                   img_size=int(img[0]), pool_size=feature_map_size(model),
+                   classifier="head.fc" if hasattr(head, "fc") else "head")
     model.pretrained_cfg = cfg
     model.default_cfg = cfg
 

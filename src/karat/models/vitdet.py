@@ -19,8 +19,11 @@ p2-p5, 7 x 7; mask ROIs 14 x 14; TwoMLPHead of ``representation_size`` (1024) an
 
 Names: ``vitdet_base_patch16_224`` (the paper's). Keywords override the table (depth, embed_dim, num_heads,
 img_size, patch_size, window_size, global_blocks, fpn_channels, representation_size, mask_channels, and the
-Mask R-CNN settings), e.g. the ``ci`` profile's tiny ViT-Det. Also registered in timm as
-``karat_vitdet_base_patch16_224``.
+Mask R-CNN settings), e.g. the ``ci`` profile's tiny ViT-Det. The detector is built outside timm's registry,
+named as torchvision names its detection builders: ``maskrcnn_vitdet_base_patch16_224`` (= ``create_detector``).
+timm's registry has the backbone as a classification model, ``karat_vitdet_base_patch16_224``
+(:func:`create_vitdet_backbone`: the same VisionTransformerSAM and KArAt swap, with timm's final norm and
+pooled classifier, which the detector replaces by its pyramid).
 """
 from __future__ import annotations
 
@@ -119,34 +122,15 @@ class ViTDetBackbone(nn.Module):
 
     def __init__(self, cfg: Mapping[str, Any], attention: AttentionConfig):
         super().__init__()
-        from timm.models.vision_transformer_sam import VisionTransformerSAM
-
-        self.vit = VisionTransformerSAM(
-            img_size=cfg["img_size"], patch_size=cfg["patch_size"], embed_dim=cfg["embed_dim"], depth=cfg["depth"],
-            num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"], qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), use_abs_pos=True, use_rel_pos=True,
-            window_size=cfg["window_size"], global_attn_indexes=tuple(cfg["global_blocks"]),
-            drop_path_rate=cfg["drop_path_rate"], num_classes=0, neck_chans=0, global_pool="")
-        # the pyramid takes block 11's output directly: no neck, no classifier
+        self.vit = sam_vit(cfg)
+        # the pyramid takes block 11's output directly: no neck (timm's final norm), no classifier
         self.vit.neck = nn.Identity()
         self.vit.head = nn.Identity()
         _init_vit(self.vit)
         self.grid = cfg["img_size"] // cfg["patch_size"]
         self.img_size = cfg["img_size"]
         self.karat_attention = attention
-        if attention.is_karat:
-            check_heads(attention, cfg["num_heads"])
-            tokens = block_tokens(cfg)
-            shared = None
-            if attention.mode == "universal":
-                if len(set(tokens)) > 1:
-                    raise ValueError(f"attention mode='universal' needs the same token count in every block, got "
-                                     f"{tokens}; allowed: mode='blockwise', or window_size = the whole grid")
-                shared = KArAtOperator(attention, cfg["num_heads"] - attention.softmax_heads, tokens[0],
-                                       head_offset=attention.softmax_heads)
-                self.karat_shared = shared   # registered once: parameters() / state_dict() list it once
-            for i, (blk, n) in enumerate(zip(self.vit.blocks, tokens)):
-                blk.attn = swap_softmax(blk.attn, attention, n, i, operator=shared)
+        attach_karat(self.vit, cfg, attention, owner=self)   # a universal operator: self.karat_shared
         self.fpn = SimpleFeaturePyramid(cfg["embed_dim"], cfg["fpn_channels"])
         self.out_channels = cfg["fpn_channels"]
 
@@ -159,6 +143,70 @@ class ViTDetBackbone(nn.Module):
         x = x + v.pos_embed
         x = v.blocks(x)
         return self.fpn(x.permute(0, 3, 1, 2).contiguous())
+
+
+def sam_vit(cfg: Mapping[str, Any], num_classes: int = 0, global_pool: str = "", in_chans: int = 3) -> nn.Module:
+    """timm VisionTransformerSAM in ViT-Det's geometry (module docstring), softmax, before initialisation. With
+    ``neck_chans=0`` timm puts a final LayerNorm2d in ``neck`` and a pooled ``ClassifierHead`` in ``head``
+    (the timm model, :func:`create_vitdet_backbone`); the detector replaces both by identities."""
+    from timm.models.vision_transformer_sam import VisionTransformerSAM
+
+    return VisionTransformerSAM(
+        img_size=cfg["img_size"], patch_size=cfg["patch_size"], in_chans=in_chans, embed_dim=cfg["embed_dim"],
+        depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"], qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), use_abs_pos=True, use_rel_pos=True,
+        window_size=cfg["window_size"], global_attn_indexes=tuple(cfg["global_blocks"]),
+        drop_path_rate=cfg["drop_path_rate"], num_classes=num_classes, neck_chans=0, global_pool=global_pool)
+
+
+def attach_karat(vit: nn.Module, cfg: Mapping[str, Any], attention: AttentionConfig, owner: nn.Module) -> None:
+    """Put ``attention``'s KArAt operators in place of the softmax of every block of ``vit`` (nothing for
+    softmax). A universal operator is one module for all blocks, registered once as ``owner.karat_shared``
+    (the detector's backbone, or the timm model itself) so parameters() / state_dict() list it once."""
+    if not attention.is_karat:
+        return
+    check_heads(attention, cfg["num_heads"])
+    tokens = block_tokens(cfg)
+    shared = None
+    if attention.mode == "universal":
+        if len(set(tokens)) > 1:
+            raise ValueError(f"attention mode='universal' needs the same token count in every block, got "
+                             f"{tokens}; allowed: mode='blockwise', or window_size = the whole grid")
+        shared = KArAtOperator(attention, cfg["num_heads"] - attention.softmax_heads, tokens[0],
+                               head_offset=attention.softmax_heads)
+        owner.karat_shared = shared
+    for i, (blk, n) in enumerate(zip(vit.blocks, tokens)):
+        blk.attn = swap_softmax(blk.attn, attention, n, i, operator=shared)
+
+
+def create_vitdet_backbone(name: str = "vitdet_base_patch16_224", num_classes: int = 1000,
+                           attention: str | Mapping[str, Any] | AttentionConfig = "softmax", global_pool: str = "avg",
+                           in_chans: int = 3, **overrides) -> nn.Module:
+    """The ViT-Det backbone as a timm classification model (timm name ``karat_<name>``): the detector's
+    VisionTransformerSAM (same geometry, same KArAt swap, same initialisation) with timm's final norm and pooled
+    classifier, and timm's model API (``forward_features`` -> NCHW map, ``forward_head``, ``reset_classifier``,
+    ``forward_intermediates`` / ``features_only``). ``overrides``: the backbone keys of :data:`BACKBONE_KEYS`
+    (the detector's other settings have no place in a backbone and are refused)."""
+    from .factory import anchor_bookkeeping, set_default_cfg
+
+    bad = sorted(k for k in overrides if k not in BACKBONE_KEYS)
+    if bad:
+        raise ValueError(f"karat_{name}: keyword {bad[0]!r} is not allowed for the backbone; allowed: "
+                         f"{', '.join(BACKBONE_KEYS)}, num_classes, attention, global_pool, in_chans (detector "
+                         f"settings go to maskrcnn_{name} / create_detector)")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"karat_{name}: num_classes={num_classes!r} is not allowed; allowed: an integer >= 0")
+    cfg = vitdet_config(name, **overrides)
+    att = parse_attention(attention)
+    vit = sam_vit(cfg, num_classes=num_classes, global_pool=global_pool, in_chans=in_chans)
+    _init_vit(vit)
+    attach_karat(vit, cfg, att, owner=vit)
+    vit.karat_attention = att
+    vit.karat_name = name
+    vit.karat_config = cfg
+    anchor_bookkeeping(vit)
+    set_default_cfg(vit, name)
+    return vit
 
 
 @torch.no_grad()
@@ -310,33 +358,20 @@ def load_classification_backbone(model: nn.Module, state: Mapping[str, Tensor]) 
     return fresh
 
 
-def _timm_entrypoint(name: str):
-    def fn(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise ValueError(f"karat_{name}: pretrained=True is not allowed; initialise from a classification run "
-                             f"with load_classification_backbone")
-        for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-            kwargs.pop(k, None)
-        return create_detector(name, num_classes=kwargs.pop("num_classes", 81),
-                               attention=kwargs.pop("attention", "softmax"), **kwargs)
-
-    fn.__name__ = fn.__qualname__ = f"karat_{name}"
-    fn.__module__ = __name__
-    fn.__doc__ = f"karat ViT-Det Mask R-CNN {name} (attention=... label or dict); see karat.models.vitdet."
-    return fn
+def maskrcnn_vitdet_base_patch16_224(num_classes: int = 81,
+                                     attention: str | Mapping[str, Any] | AttentionConfig = "softmax",
+                                     **overrides) -> nn.Module:
+    """The paper's ViT-Det-Base Mask R-CNN (Table 11), named as torchvision names its detection builders
+    (``maskrcnn_resnet50_fpn``): :func:`create_detector` of ``vitdet_base_patch16_224``. A detector is not a
+    timm model (no classifier, no default cfg): it is built here, outside timm's registry; timm's registry has
+    the backbone (``karat_vitdet_base_patch16_224``, :func:`create_vitdet_backbone`)."""
+    return create_detector("vitdet_base_patch16_224", num_classes=num_classes, attention=attention, **overrides)
 
 
-def _register() -> None:
-    from timm.models import register_model
-    from timm.models._registry import _model_entrypoints
-
-    for _name in VITDET_NAMES:
-        if f"karat_{_name}" not in _model_entrypoints:
-            register_model(_timm_entrypoint(_name))
+DETECTION_BUILDERS = {"vitdet_base_patch16_224": maskrcnn_vitdet_base_patch16_224}
 
 
-_register()
-
-__all__ = ["create_detector", "vitdet_config", "block_tokens", "VITDET_NAMES", "detector_operators",
+__all__ = ["create_detector", "create_vitdet_backbone", "maskrcnn_vitdet_base_patch16_224",
+           "DETECTION_BUILDERS", "sam_vit", "attach_karat", "vitdet_config", "block_tokens", "VITDET_NAMES", "detector_operators",
            "count_detector_parameters", "map_classification_state", "load_classification_backbone",
            "SimpleFeaturePyramid", "ViTDetBackbone"]
