@@ -182,6 +182,33 @@ def test_model_efficient_equals_reference(spec, amp):
     assert_as_accurate(got, want, exact, torch.bfloat16 if amp else torch.float32)
 
 
+def test_accuracy_rule_catches_a_wrong_gradient():
+    """The rule of test_model_efficient_equals_reference can fail: dL/dq 1 % off in the efficient backward
+    (every upstream gradient moves by ~1e-3 of its norm, hundreds of float32 budgets) and a structural zero
+    that is not zero are both caught."""
+    from karat.attention.efficient import KArAtAttentionFunction as F
+    eff, ref, exact = _model_pair(0)
+    want = _forward_backward(ref, X_MODEL, False)
+    original = F.__dict__["backward"]
+
+    def wrong(ctx, g):
+        grads = list(original.__func__(ctx, g))
+        grads[0] = grads[0] * 1.01
+        return tuple(grads)
+    F.backward = staticmethod(wrong)
+    try:
+        got = _forward_backward(eff, X_MODEL, False)
+    finally:
+        F.backward = original
+    with pytest.raises(AssertionError, match="less accurate than the reference path.*qkv.weight"):
+        assert_as_accurate(got, want, exact, torch.float32)
+    got = _forward_backward(eff, X_MODEL, False)
+    zero = next(n for n, t in exact.items() if not t.abs().max() > 0)
+    got[zero] = got[zero] + 1e-30
+    with pytest.raises(AssertionError, match=f"{zero}: exactly zero in float64 but not on the path"):
+        assert_as_accurate(got, want, exact, torch.float32)
+
+
 def test_reference_units_compute_in_float32_under_autocast():
     """Issue 13.5: under bf16 autocast the reference operator gives exactly its float32 result (the units
     ignore autocast), and the model's KArAt rows are float32."""
