@@ -1,7 +1,13 @@
+from __future__ import annotations
+
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,7 +65,11 @@ def repo_copy(tmp_path):
 
 
 # ---- the `ci` profile run once per session through each orchestrator, in fresh copies (shared by the
-# end-to-end, recovery and cluster tests; the tests that change a copy restore it)
+# end-to-end, recovery and cluster tests; the tests that change a copy restore it or work on a copy of it).
+# The session's Snakemake run goes through a single-node SLURM cluster where one can be brought up (root, and
+# the SLURM packages or apt-get: CI), else through Snakemake's local executor: one run of the profile serves
+# the end-to-end, recovery and SLURM checks (it was run twice, locally and through SLURM, 200 s of 2 cores).
+# KARAT_TEST_SLURM=0 forces the local executor.
 PROFILE = "ci"
 
 
@@ -70,11 +80,114 @@ def run(cmd, cwd, tools, timeout=1800, env=None):
     return res
 
 
+# Its own directory and ports, so that a cluster a user started with the defaults is never touched.
+SLURM_DIR = "/tmp/karat-slurm-test"
+SLURM_PORT = "7817"
+SLURM_ACCOUNT, SLURM_PARTITION = "karat", "debug"
+SLURM_SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+SLURM_PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client", "slurmdbd": "slurmdbd",
+                  "munged": "munge", "mariadbd": "mariadb-server"}
+
+
+def sbin_path() -> str:
+    return os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+
+
+def why_no_cluster() -> str | None:
+    """Why this machine cannot run the SLURM test cluster, or None where it can."""
+    if os.environ.get("KARAT_TEST_SLURM", "1") == "0":
+        return "KARAT_TEST_SLURM=0"
+    if os.name != "posix" or os.geteuid() != 0:
+        return "needs root: scripts/slurm/start.sh installs the SLURM packages and starts its daemons as root"
+    missing = [pkg for prog, pkg in SLURM_PACKAGES.items() if not shutil.which(prog, path=sbin_path())]
+    if missing and not shutil.which("apt-get"):
+        return f"the SLURM packages ({', '.join(missing)}) are missing and there is no apt-get to install them"
+    return None
+
+
+@dataclass
+class Cluster:
+    """The SLURM test cluster: ``env`` for its clients (SLURM_CONF, the account and partition the profile
+    reads), or why there is none: ``skip`` (this machine cannot run one) or ``error`` (start.sh failed)."""
+    env: dict | None = None
+    skip: str | None = None
+    error: str | None = None
+
+
 @pytest.fixture(scope="session")
-def snakemake_repo(tools, tmp_path_factory):
+def slurm_cluster(tools):
+    reason = why_no_cluster()
+    if reason:
+        yield Cluster(skip=reason)
+        return
+    env = tools.env()
+    env.update(PATH=sbin_path() + os.pathsep + str(Path(tools.tool("python")).parent), KARAT_SLURM_DIR=SLURM_DIR,
+               KARAT_SLURM_PORT=SLURM_PORT, KARAT_SLURM_ACCOUNT=SLURM_ACCOUNT, KARAT_SLURM_PARTITION=SLURM_PARTITION,
+               KARAT_SLURM_KILL_WAIT="5")
+    env.pop("KARAT_SLURM_GPU_PARTITION", None)
+    scripts = tools.repo / "scripts" / "slurm"
+    try:
+        t0 = time.monotonic()
+        res = subprocess.run(["bash", str(scripts / "start.sh")], env=env, capture_output=True, text=True,
+                             timeout=900)
+        if res.returncode != 0:
+            yield Cluster(error=f"scripts/slurm/start.sh failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        else:
+            print(f"[slurm] cluster up in {time.monotonic() - t0:.1f} s")
+            yield Cluster(env={**env, "SLURM_CONF": f"{SLURM_DIR}/etc/slurm.conf"})
+    finally:
+        subprocess.run(["bash", str(scripts / "stop.sh"), "--purge"], env=env, capture_output=True, timeout=300)
+
+
+def slurm_snakemake(repo: Path, env: dict, *args: str, timeout: int) -> tuple[int, str]:
+    """The slurm profile as shipped, plus: quick first status checks, and the SLURM logs of successful jobs
+    kept (the test reads them)."""
+    cmd = [tool("snakemake"), "--workflow-profile", "workflow/profiles/slurm",
+           "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs", *args]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException as exc:  # the time is up, or the test run is interrupted: stop Snakemake and its jobs
+        proc.send_signal(signal.SIGINT)  # SIGTERM does not stop a Snakemake waiting on SLURM; SIGINT does
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise AssertionError(f"snakemake did not finish within {timeout} s:\n{out[-6000:]}") from None
+        raise
+    return proc.returncode, out
+
+
+@dataclass
+class SnakemakeRun:
+    """The session's Snakemake run of the `ci` profile: its copy, the executor ("slurm" or "local") and, through
+    SLURM, Snakemake's output (it names every submission)."""
+    repo: Path
+    executor: str
+    out: str = ""
+
+
+@pytest.fixture(scope="session")
+def snakemake_run(tools, tmp_path_factory, slurm_cluster) -> SnakemakeRun:
     repo = tools.copy_repo(tmp_path_factory.mktemp("smk") / "repo")
+    t0 = time.monotonic()
+    if slurm_cluster.env is not None:
+        rc, out = slurm_snakemake(repo, slurm_cluster.env, "--config", f"profile={PROFILE}", "threads_per_job=2",
+                                  timeout=2400)
+        assert rc == 0, f"snakemake through SLURM failed ({rc}):\n{out[-8000:]}"
+        print(f"[slurm] the {PROFILE} profile through SLURM took {time.monotonic() - t0:.0f} s")
+        return SnakemakeRun(repo, "slurm", out)
     run([tools.tool("snakemake"), "--cores", "2", "--config", f"profile={PROFILE}"], repo, tools)
-    return repo
+    print(f"[snakemake] the {PROFILE} profile (local executor: {slurm_cluster.skip or slurm_cluster.error}) "
+          f"took {time.monotonic() - t0:.0f} s")
+    return SnakemakeRun(repo, "local")
+
+
+@pytest.fixture(scope="session")
+def snakemake_repo(snakemake_run):
+    return snakemake_run.repo
 
 
 @pytest.fixture(scope="session")

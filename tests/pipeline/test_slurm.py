@@ -1,18 +1,20 @@
 """The `ci` profile on a real single-node SLURM cluster, through the shipped slurm workflow profile.
 
 `scripts/slurm/start.sh` brings the cluster up (slurmctld, slurmd, slurmdbd with MariaDB, munged; the
-Debian packages are installed if missing), the `ci` profile runs through
-`snakemake --workflow-profile workflow/profiles/slurm` in a fresh copy of the repository, and
-`scripts/slurm/stop.sh --purge` stops it again even when a test fails.
+Debian packages are installed if missing) once per session (conftest's `slurm_cluster`), and the session's
+Snakemake run of the `ci` profile (conftest's `snakemake_run`, which the end-to-end and recovery tests share)
+goes through `snakemake --workflow-profile workflow/profiles/slurm` in a fresh copy of the repository;
+`scripts/slurm/stop.sh --purge` stops the cluster at the end of the session, even when a test fails.
 
 Checks: every job of the DAG went through sbatch and srun (its SLURM log, named by its job id, runs the
 job's command, and accounting records the job and its srun step as completed); the tables equal those of
-the local `ci` run (conftest's session run; timing cells aside); a training job killed at its time limit is
-resubmitted and resumes after its last finished epoch (.karat_state/) instead of starting over; a job with
-an account the user does not have is refused with the account named.
+the DVC run (conftest's `dvc_repo`, local: timing cells aside; test_end_to_end compares the same pair, this
+file says what it means for SLURM); a training job killed at its time limit is resubmitted and resumes after
+its last finished epoch (.karat_state/) instead of starting over; a job with an account the user does not
+have is refused with the account named.
 
 Needs root, and the SLURM packages or apt-get to install them (CI runs as root on a fresh Debian); skips and
-says why otherwise. Slow (several minutes on 2 cores): marked `pipeline`.
+says why otherwise (the session's Snakemake run is then local). Slow: marked `pipeline`.
 """
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ import csv
 import json
 import math
 import os
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,76 +34,22 @@ import pytest
 import yaml
 
 from .conftest import PROFILE
+from .conftest import SLURM_SUBMITTED as SUBMITTED
+from .conftest import slurm_snakemake as _snakemake
 from .test_end_to_end import KARAT, SOFTMAX, _tables
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
-# Its own directory and ports, so that a cluster a user started with the defaults is never touched.
-SLURM_DIR = "/tmp/karat-slurm-test"
-SLURM_PORT = "7817"
-ACCOUNT, PARTITION = "karat", "debug"
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
-PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client", "slurmdbd": "slurmdbd",
-            "munged": "munge", "mariadbd": "mariadb-server"}
-
-
-def _why_no_cluster() -> str | None:
-    if os.name != "posix" or os.geteuid() != 0:
-        return "needs root: scripts/slurm/start.sh installs the SLURM packages and starts its daemons as root"
-    missing = [pkg for prog, pkg in PACKAGES.items() if not shutil.which(prog, path=_sbin_path())]
-    if missing and not shutil.which("apt-get"):
-        return f"the SLURM packages ({', '.join(missing)}) are missing and there is no apt-get to install them"
-    return None
-
-
-def _sbin_path() -> str:
-    return os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
-
 
 @pytest.fixture(scope="module")
-def slurm(tools):
-    """The cluster's environment for clients (SLURM_CONF, the account and partition the profile reads)."""
-    reason = _why_no_cluster()
-    if reason:
-        pytest.skip(reason)
-    env = tools.env()
-    env.update(PATH=_sbin_path() + os.pathsep + str(Path(tools.tool("python")).parent), KARAT_SLURM_DIR=SLURM_DIR,
-               KARAT_SLURM_PORT=SLURM_PORT, KARAT_SLURM_ACCOUNT=ACCOUNT, KARAT_SLURM_PARTITION=PARTITION,
-               KARAT_SLURM_KILL_WAIT="5")
-    env.pop("KARAT_SLURM_GPU_PARTITION", None)
-    scripts = tools.repo / "scripts" / "slurm"
-    try:
-        t0 = time.monotonic()
-        res = subprocess.run(["bash", str(scripts / "start.sh")], env=env, capture_output=True, text=True,
-                             timeout=900)
-        assert res.returncode == 0, f"scripts/slurm/start.sh failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-        print(f"[slurm] cluster up in {time.monotonic() - t0:.1f} s")
-        yield {**env, "SLURM_CONF": f"{SLURM_DIR}/etc/slurm.conf"}
-    finally:
-        subprocess.run(["bash", str(scripts / "stop.sh"), "--purge"], env=env, capture_output=True, timeout=300)
-
-
-def _snakemake(repo: Path, env: dict, *args: str, timeout: int) -> tuple[int, str]:
-    """The slurm profile as shipped, plus: 2 threads per job (the local session run's thread count, so the
-    numbers are bit-identical), quick first status checks, and the SLURM logs of successful jobs kept."""
-    from .conftest import tool
-
-    cmd = [tool("snakemake"), "--workflow-profile", "workflow/profiles/slurm",
-           "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs", *args]
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except BaseException as exc:  # the time is up, or the test run is interrupted: stop Snakemake and its jobs
-        proc.send_signal(signal.SIGINT)  # SIGTERM does not stop a Snakemake waiting on SLURM; SIGINT does
-        try:
-            out, _ = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        if isinstance(exc, subprocess.TimeoutExpired):
-            raise AssertionError(f"snakemake did not finish within {timeout} s:\n{out[-6000:]}") from None
-        raise
-    return proc.returncode, out
+def slurm(slurm_cluster):
+    """The cluster's environment for clients; skips where this machine cannot run one, fails where it should
+    and start.sh failed."""
+    if slurm_cluster.skip:
+        pytest.skip(slurm_cluster.skip)
+    if slurm_cluster.error:
+        pytest.fail(slurm_cluster.error)
+    return slurm_cluster.env
 
 
 def _sacct(env: dict, job_ids: list[str]) -> dict[str, str]:
@@ -156,13 +102,10 @@ def check_jobs_went_through_slurm(repo: Path, out: str, env: dict, wait_s: float
 
 
 @pytest.fixture(scope="module")
-def slurm_repo(slurm, tools, tmp_path_factory):
-    repo = tools.copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
-    t0 = time.monotonic()
-    rc, out = _snakemake(repo, slurm, "--config", f"profile={PROFILE}", "threads_per_job=2", timeout=2400)
-    assert rc == 0, f"snakemake through SLURM failed ({rc}):\n{out[-8000:]}"
-    print(f"[slurm] the ci profile through SLURM took {time.monotonic() - t0:.0f} s")
-    return repo, out
+def slurm_repo(slurm, snakemake_run):
+    """The session's Snakemake run of the profile, which went through SLURM where a cluster is up."""
+    assert snakemake_run.executor == "slurm", "a SLURM cluster is up, yet the session's run was local"
+    return snakemake_run.repo, snakemake_run.out
 
 
 def test_ci_profile_runs_every_job_through_slurm(slurm_repo, slurm):
@@ -181,8 +124,9 @@ def test_ci_profile_runs_every_job_through_slurm(slurm_repo, slurm):
         Path(first.group(3)).with_name("999999.log").rename(first.group(3))
 
 
-def test_tables_equal_the_local_run(slurm_repo, snakemake_repo):
-    a, b = _tables(slurm_repo[0]), _tables(snakemake_repo)
+def test_tables_equal_the_dvc_run(slurm_repo, dvc_repo):
+    """SLURM's tables are those of a local run (DVC's, which runs every stage in this process's environment)."""
+    a, b = _tables(slurm_repo[0]), _tables(dvc_repo)
     assert a and sorted(a) == sorted(b)
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=False, rtol=0, atol=1e-9, obj=name)
@@ -222,13 +166,16 @@ def _epoch_seconds(repo: Path, env: dict, params: dict, run_id: str) -> float:
     return statistics.median(times)
 
 
-def test_time_limit_kill_resumes_when_resubmitted(slurm_repo, slurm):
-    """A 1-minute limit kills the first attempt of a training of ~150 s; Snakemake resubmits it (retries)
-    with a longer limit and it resumes after its last finished epoch."""
-    repo = slurm_repo[0]
+def test_time_limit_kill_resumes_when_resubmitted(slurm_repo, slurm, tmp_path):
+    """A 1-minute limit kills the first attempt of a training of ~100 s; Snakemake resubmits it (retries)
+    with a longer limit and it resumes after its last finished epoch. On a copy of the session's run (its
+    prepared data), so that the runs the other tests read stay as the profile made them."""
+    repo = tmp_path / "repo"
+    shutil.copytree(slurm_repo[0], repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # ~150 s of epochs alone (startup comes on top), so that the 1-minute limit falls mid-training
-    epochs = min(3000, max(12, math.ceil(150 / _epoch_seconds(repo, slurm, params, KARAT))))
+    # ~100 s of epochs alone (startup comes on top), so that the 1-minute limit (and its 5 s kill wait) falls
+    # mid-training even on a machine half again as fast in the job as in the timing just before
+    epochs = min(3000, max(12, math.ceil(100 / _epoch_seconds(repo, slurm, params, KARAT))))
     params["profiles"][PROFILE]["overrides"]["train"]["epochs"] = epochs
     (repo / "params_resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_dir = repo / "runs" / PROFILE / KARAT
