@@ -19,9 +19,9 @@ Exclusions (each with its reason; the test that keeps the reason true is named):
 * the plain KANs (``kan_k*``) are not registered with timm at all: karat.models.registry.NOT_TIMM_MODELS says why
   (no weight matrices for timm's first_conv / classifier contract, no image structure);
   :func:`test_kans_are_not_timm_models_and_the_reason_holds`.
-* ``karat_swin_tiny_w7_56`` in timm's ``test_model_forward_features``: timm asserts >= 3 default feature levels;
-  this CI-size Swin has 2 stages, so 2 levels (every other check of that test runs on it);
-  :func:`test_features_only`.
+* ``karat_swin_tiny_w7_56`` in timm's ``test_model_forward_features`` and ``test_model_forward_intermediates``:
+  timm asserts >= 3 feature levels; this CI-size Swin has 2 stages, so 2 levels (every other check of those
+  tests runs on it); :func:`test_features_only`, :func:`test_forward_intermediates`.
 * TorchScript (timm's ``test_model_forward_torchscript`` / ``_fx_torchscript``): see
   :data:`TORCHSCRIPT_EXCLUDED`; :func:`test_torchscript_exclusion_still_holds`.
 
@@ -201,10 +201,8 @@ def test_features_only(name, attention):
     """timm's test_model_forward_features (standard: Swin) and test_model_forward_intermediates_features (the
     FEAT_INTER modules: ViT, SAM-ViT, Swin): features_only through forward_intermediates, each level's channels
     and reduction as feature_info says. ConViT's counterpart runs neither; its features_only is checked alike."""
-    f = _create(name, attention, features_only=True).eval()
-    x = torch.randn(1, *f.default_cfg["input_size"]) if hasattr(f, "default_cfg") else None
-    if x is None:
-        x = torch.randn(1, *_create(name, attention).default_cfg["input_size"])
+    f = _create(name, attention, features_only=True, feature_cls="getter").eval()   # as timm's test passes it
+    x = torch.randn(1, *f.default_cfg["input_size"])      # timm's test reads the extractor's own cfg
     channels, reduction = f.feature_info.channels(), f.feature_info.reduction()
     with torch.no_grad():
         outputs = f(x)

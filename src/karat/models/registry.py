@@ -86,7 +86,9 @@ def _features(model, name: str, out_indices):
     from timm.models._features import FeatureGetterNet
     if out_indices is None:
         out_indices = len(model.feature_info) if name.startswith("swin") else min(3, len(model.feature_info))
-    return FeatureGetterNet(model, out_indices=out_indices, output_fmt="NCHW")
+    net = FeatureGetterNet(model, out_indices=out_indices, output_fmt="NCHW")
+    net.pretrained_cfg = net.default_cfg = model.pretrained_cfg    # as timm's build_model_with_cfg sets it
+    return net
 
 
 def _entrypoint(name: str):
