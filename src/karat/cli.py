@@ -80,6 +80,16 @@ def _run_stage(name: str, argv: list[str]) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 2
     log_fh = None
+    check = getattr(stage_module(name), "check_before_log", None)
+    if log_path and check is not None:  # a stage with one writer per run: a refused second writer must not
+        from karat.errors import KaratError  # empty the log its holder is writing (karat.utils.runlock)
+        try:
+            check(argv)
+        except KaratError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        except SystemExit as exc:  # bad arguments: the stage itself says so below, in the log
+            del exc
     if log_path:  # before the rest, so that a crash anywhere below leaves its traceback in the log
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         log_fh = open(log_path, "w", encoding="utf-8", buffering=1)

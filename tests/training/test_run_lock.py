@@ -110,7 +110,10 @@ def test_second_training_of_a_run_refuses_and_names_the_first(workdir, held_trai
     state = workdir / ".karat_state/t" / RUN0 / "state.pt"
     assert state.is_file()
     before = state.stat().st_mtime_ns
-    res = _train(workdir, RUN0, "logs/second.log")
+    held_log = (workdir / "logs/held.log").read_text()
+    assert "[train] epoch" in held_log
+    # the second job of the same run is given the same log (as an orchestrator does): it must not empty it
+    res = _train(workdir, RUN0, "logs/held.log")
     assert res.returncode == 2, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     err = res.stderr
@@ -118,7 +121,8 @@ def test_second_training_of_a_run_refuses_and_names_the_first(workdir, held_trai
            f"{socket.gethostname()} (SLURM job 4242)" in err
     assert "`scancel 4242`" in err and f"`kill {first.pid}`" in err and "-c" in err   # the holder's command
     assert f".karat_state/t/{RUN0}" in err
-    assert "error: run" in (workdir / "logs/second.log").read_text()   # the refusal is in the job's log too
+    assert (workdir / "logs/held.log").read_text().startswith(held_log)  # the holder's log is left alone
+    assert "error: run" not in (workdir / "logs/held.log").read_text()
     assert state.stat().st_mtime_ns == before                           # the state was not touched
     assert first.poll() is None                                         # the first one trains on
 

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import sys
 
-from karat.utils.runlock import run_lock
+from karat.utils.runlock import check_free, run_lock
 
 from ._shell import run_parser, user_errors
 
 EXIT_NON_FINITE = 3
+
+
+def check_before_log(argv: list[str]) -> None:
+    """Refuse (RunLocked) before the job's log is opened when another process trains this run: the log is
+    the holder's too (karat.cli empties it on open)."""
+    args, _ = run_parser("karat detect_train", __doc__).parse_known_args(argv)
+    from karat.config.detection import resolve_detection_run
+    spec = resolve_detection_run(args.params, args.profile, args.run)
+    check_free(spec.state_dir, spec.run_id)
 
 
 @user_errors

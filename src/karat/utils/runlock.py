@@ -113,10 +113,11 @@ def _rank() -> int:
 
 
 @contextlib.contextmanager
-def run_lock(state_dir: str | os.PathLike, run_id: str, what: str = "training") -> Iterator[Path | None]:
+def run_lock(state_dir: str | os.PathLike, run_id: str, what: str = "training",
+             record: bool = True) -> Iterator[Path | None]:
     """Hold the lock of the run whose state folder is ``state_dir`` for the ``with`` block; raise
     :class:`RunLocked` naming the holder if another process holds it. Yields the lock file (None on ranks
-    other than 0, which take no lock)."""
+    other than 0, which take no lock). ``record=False`` leaves the file's record as it is (a mere check)."""
     if _rank() != 0:
         yield None
         return
@@ -141,17 +142,31 @@ def run_lock(state_dir: str | os.PathLike, run_id: str, what: str = "training") 
                 f"-o flock, GPFS, BeeGFS).") from None
         raise
     try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps(holder_info()) + "\n")
-        fh.flush()
+        if record:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(holder_info()) + "\n")
+            fh.flush()
         yield path
     finally:
-        with contextlib.suppress(OSError):
-            fh.seek(0)
-            fh.truncate()  # the record says who holds the lock, so it goes when the lock does
+        if record:
+            with contextlib.suppress(OSError):
+                fh.seek(0)
+                fh.truncate()  # the record says who holds the lock, so it goes when the lock does
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
 
 
-__all__ = ["RunLocked", "lock_path", "run_lock", "read_holder", "describe_holder", "holder_info"]
+def check_free(state_dir: str | os.PathLike, run_id: str, what: str = "training") -> None:
+    """Raise :class:`RunLocked` naming the holder if another process holds the run's lock now; hold nothing.
+
+    The stage shell asks this before it opens (and empties) the job's log, which a running holder is writing:
+    a refused second writer must leave the first one's log alone. The stage still takes the lock itself
+    (:func:`run_lock`); a writer that starts between the two is refused there."""
+    if _rank() != 0 or not lock_path(state_dir).exists():
+        return
+    with run_lock(state_dir, run_id, what, record=False):
+        pass
+
+
+__all__ = ["RunLocked", "lock_path", "run_lock", "check_free", "read_holder", "describe_holder", "holder_info"]
