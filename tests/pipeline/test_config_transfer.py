@@ -142,7 +142,11 @@ def test_upstream_weights_are_inputs_of_exactly_the_derived_stages(monkeypatch):
     g3b_best = f"runs/ci/{G3B}/best.safetensors"
     users = sorted(name for name, s in st.items() if g3b_best in s.deps)
     assert users == sorted([f"evaluate-{G3B}", f"train-{FT}", f"train-{STUDENT}", f"evaluate-{STUDENT}"])
-    assert "profiles.ci.groups" in st[f"train-{FT}"].params and "profiles.ci.groups" not in st[f"train-{G3B}"].params
+    # a derived run reads its own group's transfer option, and no other group's (issue 21: its own keys only)
+    ft_groups = {k for k in st[f"train-{FT}"].params if k.startswith("profiles.ci.groups")}
+    assert any(k.endswith(".finetune_from") for k in ft_groups), ft_groups
+    assert len({k.split(".")[3] for k in ft_groups}) == 1, ft_groups
+    assert not any(k.endswith((".finetune_from", ".attention_from")) for k in st[f"train-{G3B}"].params)
     assert "attentions.G3B" in st[f"train-{STUDENT}"].params
     # the report reads every run, derived ones too
     assert f"runs/ci/{FT}/eval.json" in st["report"].deps and f"runs/ci/{STUDENT}/eval.json" in st["report"].deps

@@ -80,7 +80,7 @@ def dvc_repo(request, tmp_path, tools, monkeypatch):
         rows = [",".join(LOG_COLUMNS)] + [f"{e},2.0,2.1,{10 * e},{20 * e},,,0.001,1.5,100.0" for e in (1, 2, 3)]
         (run_dir / "log.csv").write_text("\n".join(rows) + "\n")
     (repo / prof.results_dir).mkdir(parents=True)
-    claims = [SimpleNamespace(verdict=v) for v in ["supported"] * 12 + ["contradicted"] * 4]
+    claims = [SimpleNamespace(verdict=v, tested=[0] * 3) for v in ["supported"] * 12 + ["contradicted"] * 4]
     (repo / prof.results_dir / "metrics.json").write_text(json.dumps(report_metrics(claims)))
     return repo, prof
 
@@ -98,7 +98,7 @@ def test_dvc_metrics_show_and_diff_fit_a_terminal(dvc_repo, tools):
     if prof.name == "demo":  # issue 16's criterion
         assert width(shown) <= WIDTH, shown
     lines = shown.splitlines()
-    assert lines[0].split() == ["Path", "agree", "img_s", "loss", "mem_gb", "top1", "top5"]
+    assert lines[0].split() == ["Path", "agree", "img_s", "loss", "mem_gb", "parts", "top1", "top5"]
     assert len(lines) == 1 + len(prof.runs) + 1  # one row per run and the report's
 
     git(repo, "add", "-A")
