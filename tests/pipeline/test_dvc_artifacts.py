@@ -24,10 +24,11 @@ from karat.training.loop import LOG_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 WIDTH = 120
-# Characters right of the path column (the path is the run's folder: its length is the run id's). 52 leaves 66
-# for the path in a 120-column terminal: the demo profile's paths take 60, the ci profile's base runs 66, its
-# fine-tuning and attention-transfer runs (long ids) up to 96.
-METRIC_PART = 52
+# Characters right of the path column (the path is the run's folder: its length is the run id's). 58 (five run
+# metrics and the report's two: agree, parts) leaves 62 for the path in a 120-column terminal: the demo
+# profile's paths take 60; the ci profile's base runs 66, its fine-tuning and attention-transfer runs (long
+# ids) up to 96, so the ci table is wider than 120 (issue 21, open).
+METRIC_PART = 58
 
 
 def record(top1=99.99, loss=12.345678) -> dict:
@@ -88,7 +89,7 @@ def dvc_repo(request, tmp_path, tools, monkeypatch):
 def test_metrics_are_few_flat_numbers():
     m = metrics_row(record())
     assert tuple(m) == METRIC_KEYS == ("top1", "top5", "loss", "img_s", "mem_gb")
-    assert m == {"top1": 99.99, "top5": 100.0, "loss": 12.3457, "img_s": 12345.7, "mem_gb": 123.457}
+    assert m == {"top1": 99.99, "top5": 100.0, "loss": 12.346, "img_s": 12345.7, "mem_gb": 123.457}
 
 
 def test_dvc_metrics_show_and_diff_fit_a_terminal(dvc_repo, tools):

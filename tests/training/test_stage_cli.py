@@ -73,7 +73,7 @@ def test_train_and_evaluate_stages(tmp_path, monkeypatch, capsys):
     # metrics.json (the DVC metric): the reported weights' numbers and the training cost, flat and short
     flat = json.loads((out / "metrics.json").read_text())
     best = m["results"]["ema_best"]
-    assert flat == {"top1": round(best["top1"], 2), "top5": round(best["top5"], 2), "loss": round(best["loss"], 4),
+    assert flat == {"top1": round(best["top1"], 2), "top5": round(best["top5"], 2), "loss": round(best["loss"], 3),
                     "img_s": round(m["train"]["train_images_per_s"], 1),
                     "mem_gb": round(m["train"]["peak_memory_bytes"] / 1e9, 3)}
     assert all(isinstance(v, (int, float)) for v in flat.values())

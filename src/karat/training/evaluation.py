@@ -35,12 +35,12 @@ METRIC_KEYS = ("top1", "top5", "loss", "img_s", "mem_gb")
 
 def metrics_row(record: dict) -> dict:
     """The flat ``metrics.json`` of an ``eval.json`` record: the reported weights' top-1 / top-5 (percent,
-    2 decimals) and test loss (4 decimals), training images per second (all ranks) and peak training memory
+    2 decimals) and test loss (3 decimals), training images per second (all ranks) and peak training memory
     in GB (10^9 bytes; CUDA max allocated or CPU max RSS, ``train.memory_kind`` in eval.json). Rounded for
     display: eval.json keeps every number at full precision."""
     res = record["results"][record["reported"]["weights"]]
     train = record["train"]
-    row = {"top1": round(res["top1"], 2), "top5": round(res["top5"], 2), "loss": round(res["loss"], 4),
+    row = {"top1": round(res["top1"], 2), "top5": round(res["top5"], 2), "loss": round(res["loss"], 3),
            "img_s": round(train["train_images_per_s"], 1), "mem_gb": round(train["peak_memory_bytes"] / 1e9, 3)}
     return row
 
