@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from karat.utils.io import atomic_path
 
 from . import figures_detection
 from . import paper as paper_data
@@ -241,12 +240,7 @@ def draw_fig07(fig: FigureSpec, results: Results, out_base: Path) -> FigureResul
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     fig_.tight_layout()
-    files = []
-    for ext in (".png", ".pdf"):
-        path = out_base.with_name(out_base.name + ext)
-        with atomic_path(path, suffix=ext) as tmp:
-            fig_.savefig(tmp, dpi=150, format=ext[1:])
-        files.append(path)
+    files = figures_detection.save_figure(fig_, out_base, dpi=150)
     plt.close(fig_)
     runs = {f"{r['model']}+{r['attention']} {r['dataset'] or ''}".strip(): " ".join(r["ours_runs"]) for r in ratios}
     return FigureResult(fig, "drawn", files=files, runs=runs)

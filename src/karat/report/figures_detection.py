@@ -18,12 +18,14 @@ FIG8_SCORE = 0.5          # detections drawn: score at least this
 FIG8_IMAGES = 3           # validation images (rows)
 
 
-def _save(f, out_base: Path) -> list:
+def save_figure(f, out_base: Path, dpi: int = 120) -> list:
+    """Write ``out_base.png`` and ``.pdf`` atomically; the PDF carries no creation date, so equal figures are
+    equal bytes (the report's figures, this module's and karat.report.figures')."""
     files = []
     for ext in (".png", ".pdf"):
         path = out_base.with_name(out_base.name + ext)
         with atomic_path(path, suffix=ext) as tmp:
-            f.savefig(tmp, dpi=120, format=ext[1:])
+            f.savefig(tmp, dpi=dpi, format=ext[1:], metadata={"CreationDate": None} if ext == ".pdf" else None)
         files.append(path)
     return files
 
@@ -51,7 +53,7 @@ def draw_fig09(results: Results, out_base: Path) -> tuple[list, dict, str]:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     f.tight_layout()
-    files = _save(f, out_base)
+    files = save_figure(f, out_base)
     plt.close(f)
     return files, {rid: rid for rid in sorted(curves)}, ""
 
@@ -120,6 +122,6 @@ def draw_fig08(results: Results, out_base: Path) -> tuple[list, dict, str]:
             if row == 0:
                 ax.set_title(_label(r.spec), fontsize=8)
     f.tight_layout()
-    files = _save(f, out_base)
+    files = save_figure(f, out_base)
     plt.close(f)
     return files, {_label(r.spec): r.run_id for r in runs}, ""
