@@ -142,6 +142,13 @@ def _tools_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--profile", default=None)
     p.add_argument("--dry-run", action="store_true", help="check and print, commit nothing")
+    p = sub.add_parser("status", help="every run of a profile: waiting, running (epoch k of E), done, failed, "
+                                      "out of date; top-1, elapsed, ETA (karat.pipeline.status; reads files only)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS", help="print again every SECONDS")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--calibration", default=None, help="a `karat calibrate` file that prices waiting runs")
     return parser
 
 
@@ -186,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             result = adopt.adopt(args.profile, args.params, dry_run=args.dry_run)
             print(adopt.report(result))
             return 2 if result.refused else 0
+        elif args.command == "status":
+            from karat.pipeline import status
+            return status.main(args)
     except (KaratError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
