@@ -131,17 +131,18 @@ def test_masked_operator_without_mask_is_the_operator(spec):
     assert torch.allclose(masked_operator(op, s2, keep), out, atol=1e-5)
 
 
-def _shifted_block():
+def _shifted_block(impl="auto"):
     torch.manual_seed(0)
-    m = karat.create_model("swin_tiny_w7_56", num_classes=10, attention="G3B").eval()
+    m = karat.create_model("swin_tiny_w7_56", num_classes=10, attention={"grid_size": 3, "impl": impl}).eval()
     blocks = [b for _, b in window_blocks(m) if any(b.shift_size)]
     assert len(blocks) == 1          # the CI variant has exactly one shifted block (stage 1, block 1)
     return m, blocks[0]
 
 
+@pytest.mark.parametrize("impl", ["efficient", "reference"])
 @pytest.mark.parametrize("swin_mask, leaks", [("both", False), ("additive", True)])
-def test_no_information_crosses_a_mask(swin_mask, leaks):
-    _, blk = _shifted_block()
+def test_no_information_crosses_a_mask(swin_mask, leaks, impl):
+    _, blk = _shifted_block(impl)
     attn = blk.attn
     attn.swin_mask = swin_mask
     mask = blk.attn_mask                                   # [nW, N, N], 0 / -100
@@ -168,7 +169,8 @@ def test_no_information_crosses_a_mask(swin_mask, leaks):
 
 
 def test_swin_bias_before_activation_and_mixed_precision():
-    m, blk = _shifted_block()
+    # the reference path (spied on below); the efficient one: tests/attention/test_efficient_bias_mask.py
+    m, blk = _shifted_block("reference")
     attn = blk.attn
     x = torch.randn(4, 49, attn.qkv.in_features)
     attn.record = True

@@ -6,9 +6,12 @@ scores (with whatever the family adds to them: decomposed relative position, win
 softmax. :func:`swap_softmax` returns a module with the same weights that changes only the
 activation: an instance of a subclass of the family's class whose forward is the family's forward with
 ``softmax(scores)`` replaced by :func:`activate` (KArAt heads through the operator, the first
-``softmax_heads`` heads on softmax), on the explicit (reference) path of the operator, which computes the
-same function as the memory-efficient kernels of karat.attention (those take q and k, not scores, so they
-cannot add a family's bias to the scores). A softmax model keeps timm's class and forward untouched.
+``softmax_heads`` heads on softmax): the explicit (reference) path, for ``impl='reference'``, recording and
+FLOP counting. With ``impl`` "efficient" (what "auto" resolves to) Swin and ViT-Det run the memory-efficient
+path instead (:func:`efficient_heads`, karat.attention.biased: the relative position bias, ViT-Det's in its
+decomposed form, and Swin's window mask enter it without an N x N tensor per image), which computes the same
+function (tests/attention/test_efficient_bias_mask.py). ConViT's two MHSA blocks stay on the reference path.
+A softmax model keeps timm's class and forward untouched.
 
 Families are registered in :data:`FORWARDS` (timm attention class -> forward with an ``activate`` hook);
 ViT-Det's (``timm.models.vision_transformer_sam.Attention``) is the first.
@@ -27,6 +30,8 @@ from ..attention.config import AttentionConfig
 from ..attention.layer import KArAtAttention
 from ..attention.fourier import _no_autocast   # autocast off; meta tensors (count_flops) have none
 from ..attention.operator import _BASE_ACT as _BASE_ACTIVATIONS, KArAtOperator
+from ..attention.bases import _COUNTING
+from ..attention.biased import biased_scores, grouped_keep, karat_attention_biased
 
 
 def activate(module: nn.Module, scores: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -103,6 +108,52 @@ def operator_of(module: nn.Module) -> KArAtOperator | None:
     return shared if shared is not None else module._modules.get("karat")
 
 
+def use_efficient(module: nn.Module, q: Tensor) -> bool:
+    """Whether a swapped module's KArAt heads run the memory-efficient path (karat.attention.biased): its
+    config's ``impl`` is "efficient" ("auto" resolves to it for every low-rank operator), and nothing asks for
+    the explicit matrix (``record_attention``, ``count_flops``' paper convention, meta tensors)."""
+    if module.karat_cfg.impl != "efficient" or module.__dict__.get("record") or _COUNTING[0] \
+            or q.device.type == "meta":
+        return False
+    if module.training and module.attn_drop.p > 0:
+        # attention dropout acts on the attention matrix, which the efficient path never forms
+        raise ValueError(f"attn_drop_rate={module.attn_drop.p} is not allowed with impl='efficient'; allowed: 0, "
+                         f"or impl='reference'")
+    return True
+
+
+def _decomposed_rel_pos(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, H: int, W: int) -> tuple[Tensor, Tensor]:
+    """timm's ``get_decomposed_rel_pos_bias`` before its outer sum: rel_h [B h, N, H], rel_w [B h, N, W] (the
+    bias of query i and key (y, x) is rel_h[i, y] + rel_w[i, x])."""
+    from timm.models.vision_transformer_sam import get_rel_pos
+    r_q = q.reshape(q.shape[0], H, W, q.shape[-1])
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(H, H, rel_pos_h))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(W, W, rel_pos_w))
+    return rel_h.reshape(q.shape[0], H * W, H), rel_w.reshape(q.shape[0], H * W, W)
+
+
+def efficient_heads(module: nn.Module, op: KArAtOperator, q: Tensor, k: Tensor, v: Tensor,
+                    bias: Tensor | None = None, rel: tuple[Tensor, Tensor] | None = None,
+                    keep: Tensor | None = None, add_mask: Tensor | None = None) -> Tensor:
+    """attn v [B, h, N, d] of every head on the efficient path: KArAt heads through
+    ``karat_attention_biased`` (bias [M, h, N, N], rel, keep / add_mask [M, N, N]; image b uses entry b % M),
+    the first ``softmax_heads`` heads (hybrid) through their float32 softmax as :func:`activate` computes them."""
+    ks = module.karat_cfg.softmax_heads
+    sl = slice(ks, None)
+    out = karat_attention_biased(q[:, sl], k[:, sl], v[:, sl], op, module.scale,
+                                 bias=None if bias is None else bias[:, sl],
+                                 rel=None if rel is None else tuple(t[:, sl] for t in rel), keep=keep,
+                                 add_mask=add_mask)
+    if not ks:
+        return out
+    s = biased_scores(q[:, :ks], k[:, :ks], module.scale, None if bias is None else bias[:, :ks],
+                      None if rel is None else tuple(t[:, :ks] for t in rel), add_mask)
+    if keep is not None:
+        s = s.masked_fill(~grouped_keep(keep, s.shape[0]), -100.0)
+    soft = s.softmax(dim=-1).to(v.dtype) @ v[:, :ks]
+    return torch.cat([soft, out], dim=1)
+
+
 # -- families ---------------------------------------------------------------------------------------------
 
 def _sam_forward(self, x: Tensor) -> Tensor:
@@ -120,6 +171,19 @@ def _sam_forward(self, x: Tensor) -> Tensor:
     qkv = self.qkv(x).view(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.reshape(3, B * self.num_heads, N, -1).unbind(0)
     q, k = self.q_norm(q), self.k_norm(k)
+    if op is not None and use_efficient(self, q):
+        rel = None
+        if self.use_rel_pos:
+            rel = _decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, H, W)
+            rel = tuple(t.view(B, self.num_heads, N, -1) for t in rel)
+        elif self.rope is not None:
+            rope = self.rope.get_embed()
+            q = apply_rot_embed_cat(q, rope).type_as(v)
+            k = apply_rot_embed_cat(k, rope).type_as(v)
+        shape = (B, self.num_heads, N, -1)
+        x = efficient_heads(self, op, q.view(shape), k.view(shape), v.view(shape), rel=rel)
+        x = self.proj(x.transpose(1, 2).reshape(B, N, -1))
+        return self.proj_drop(x).view(B, H, W, -1)
     bias = None
     if self.use_rel_pos:
         bias = get_decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W))
@@ -178,6 +242,18 @@ def _swin_forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
     op = operator_of(self)
     qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
+    if op is not None and use_efficient(self, q):
+        op.check_tokens(N)
+        keep = add = None
+        if mask is not None:                                         # [nW, N, N]: window b % nW
+            if self.__dict__.get("swin_mask", "both") == "additive":
+                add = mask
+            else:
+                keep = mask == 0
+        x = efficient_heads(self, op, q, k, v, bias=self._get_rel_pos_bias(), keep=keep, add_mask=add)
+        x = x.transpose(1, 2).reshape(B_, N, -1)
+        x = self.proj(x)
+        return self.proj_drop(x)
     if op is not None:
         op.check_tokens(N)
         with _no_autocast(q):

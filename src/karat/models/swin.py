@@ -16,9 +16,11 @@ Shifted windows (every second block where the stage is larger than a window) car
   the softmax does (the paper does not say which it used): a Fourier unit turns -100 into a phase shift, not
   a zero, and W spreads weight back onto masked columns, so wrapped-around tokens leak in.
 
-Swin's KArAt runs the reference (explicit) path of the operator: the memory-efficient kernels take q and k,
-not scores, so they cannot add the bias or apply the mask. The learnable units compute in float32 under bf16
-autocast there too (the scores are formed in float32 with autocast off).
+With ``impl`` "efficient" (what "auto" resolves to) Swin's KArAt heads run the memory-efficient path
+(karat.attention.biased, issue 23): the bias table and the window mask enter it in their small forms
+([1, h, N, N], [nW, N, N]), with both ``swin_mask`` semantics, and nothing [windows, h, N, N] is kept for
+backward; ``impl='reference'`` (and recording / FLOP counting) runs the explicit operator. Either way the
+learnable units compute in float32 under bf16 autocast (the scores are formed in float32 with autocast off).
 """
 from __future__ import annotations
 
