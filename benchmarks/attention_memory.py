@@ -18,7 +18,16 @@ Every KArAt variant of the paper is measured on its efficient path (``impl: auto
 request, ``--configs 'dog-B reference'``) DoG on the reference path. The unit kernels are compiled by
 inductor in the first (warm-up) step of each configuration, which is not timed.
 
+Swin-Tiny and ViT-Det-Base blocks (issue 23, ``--settings swin,vitdet``): the attention families whose KArAt
+ran the reference path until the efficient one took a bias and a mask (karat.attention.biased). Measured on
+blocks, not whole models, so that the attention's share is not diluted: Swin-Tiny's stage 0 (its two blocks,
+56 x 56 x 96, 3 heads, windows of N = 49, the second block shifted and masked; batch 8 = 512 windows) and two
+ViT-Det-Base blocks at 224/16 (768 wide, 12 heads, N = 196 with decomposed relative position, batch 16 as in
+Table 11's recipe); softmax (timm's own forward), KArAt G3B reference and efficient; loss = mean square of the
+blocks' output, AdamW step on the blocks' parameters; saved bytes and step time as above, in one round-robin run.
+
     python benchmarks/attention_memory.py                     # CPU, prints a markdown table
+    python benchmarks/attention_memory.py --settings swin,vitdet [--quick]
     python benchmarks/attention_memory.py --device cuda --amp bf16
 """
 from __future__ import annotations
@@ -58,6 +67,61 @@ CONFIGS = [
 #: measured unless --configs says otherwise (the two softmax baselines are always measured)
 DEFAULT = [c[0] for c in CONFIGS if c[0] != "dog-B reference"]
 SETTINGS = [("vit_tiny_patch16_224", 224, 32), ("vit_tiny_patch4_32", 32, 128)]
+
+
+#: family block settings: (label, batch, quick batch)
+FAMILY_SETTINGS = {"swin": ("Swin-Tiny stage 0 (2 blocks, 1 shifted)", 8, 2),
+                   "vitdet": ("ViT-Det-Base blocks 1-2 (224/16)", 16, 4)}
+FAMILY_CONFIGS = [("softmax", "softmax"), ("KArAt G3B reference", {"grid_size": 3, "impl": "reference"}),
+                  ("KArAt G3B efficient", {"grid_size": 3, "impl": "efficient"})]
+
+
+def build_family_blocks(family, attention, batch, device):
+    """(blocks module, input, tokens per attention row) of the family's measured blocks (module docstring)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    if family == "swin":
+        m = karat.create_model("swin_tiny_patch4_window7_224", num_classes=10, attention=attention)
+        blocks, x, n = m.layers[0], torch.randn(batch, 56, 56, 96, generator=g), 49
+    else:
+        from karat.models.vitdet import create_vitdet_backbone
+        m = create_vitdet_backbone("vitdet_base_patch16_224", num_classes=10, attention=attention)
+        blocks, x, n = m.blocks[1:3], torch.randn(batch, 14, 14, 768, generator=g), 196
+    return blocks.to(device).train(), x.to(device), n
+
+
+def measure_families(families, amp, warmup, repeats, device, quick):
+    """Saved bytes and median step time of each family's blocks, softmax / KArAt reference / efficient,
+    round-robin; prints a markdown table with the ratios to softmax and to the reference path."""
+    print("\n| blocks | N | batch | attention | saved for backward (MiB) | × softmax | × reference | step (s) "
+          "| × softmax | × reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for fam in families:
+        label, batch, qbatch = FAMILY_SETTINGS[fam]
+        batch = qbatch if quick else batch
+        built = [build_family_blocks(fam, att, batch, device) for _, att in FAMILY_CONFIGS]
+        opts = [torch.optim.AdamW(b.parameters(), lr=1e-4) for b, _, _ in built]
+        saved = [SavedBytes(b) for b, _, _ in built]
+        times = [[] for _ in built]
+        for i in range(max(warmup, 1) + repeats):
+            for j, ((blocks, x, _), opt) in enumerate(zip(built, opts)):
+                hooks = saved[j].hooks() if i == 0 else contextlib.nullcontext()
+                t0 = time.perf_counter()
+                with hooks, amp():
+                    loss = blocks(x).float().square().mean()
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= max(warmup, 1):
+                    times[j].append(time.perf_counter() - t0)
+        med = [statistics.median(t) for t in times]
+        sb = [s.total for s in saved]
+        for (name, _), b, t in zip(FAMILY_CONFIGS, sb, med):
+            print(f"| {label} | {built[0][2]} | {batch} | {name} | {b / 2**20:.1f} | {b / sb[0]:.2f} | "
+                  f"{b / sb[1]:.2f} | {t:.3f} | {t / med[0]:.2f} | {t / med[1]:.2f} |", flush=True)
+        del built, opts
 
 
 def build(name, attention, fused, device):
@@ -154,18 +218,28 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads; 1 (default) keeps timings stable on a shared CPU, 0 leaves torch's")
-    ap.add_argument("--settings", default="224,32", help="comma list of 224 / 32")
+    ap.add_argument("--settings", default="224,32",
+                    help="comma list of 224 / 32 (ViT-Tiny) and swin / vitdet (family blocks, issue 23)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few minutes on a CPU: 2 repeats, 1 inference repeat, family blocks at batch 2 / 4")
     ap.add_argument("--inference-repeats", type=int, default=3,
                     help="timed forward passes (eval, no autograd) per configuration after one warm-up; 0 = skip")
     ap.add_argument("--configs", default=",".join(DEFAULT),
                     help="comma list of configuration names (softmax eager / fused are always added); "
                          "'all' = every one, including 'dog-B reference'")
     a = ap.parse_args(argv)
+    if a.quick:
+        a.repeats, a.inference_repeats = min(a.repeats, 2), min(a.inference_repeats, 1)
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if a.amp == "bf16" else contextlib.nullcontext
-    wanted = {int(s) for s in a.settings.split(",")}
+    tokens = [t.strip() for t in a.settings.split(",") if t.strip()]
+    bad = [t for t in tokens if t not in ("224", "32", *FAMILY_SETTINGS)]
+    if bad:
+        ap.error(f"--settings: {bad[0]!r} is not allowed; allowed: 224, 32, {', '.join(FAMILY_SETTINGS)}")
+    wanted = {int(t) for t in tokens if t.isdigit()}
+    families = [t for t in tokens if t in FAMILY_SETTINGS]
     names = [c[0] for c in CONFIGS] if a.configs == "all" else [n.strip() for n in a.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in {c[0] for c in CONFIGS}]
     if unknown:
@@ -174,6 +248,10 @@ def main(argv=None):
     print(f"# attention memory / step time — torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
           + f", amp {a.amp}, warmup {a.warmup}, repeats {a.repeats} (median)\n")
+    if families:
+        measure_families(families, amp, a.warmup, a.repeats, device, a.quick)
+    if not wanted:
+        return
     cols = "| model | N | batch | attention | saved for backward (MiB) | × fused | × eager | step (s) | × eager | × fused |"
     if device.type == "cuda":
         cols += " peak alloc (MiB) | × fused |"
