@@ -108,6 +108,46 @@ def check_kernels(device, tiny: bool) -> list[dict]:
             rgrads = torch.autograd.grad(ref, ref_in + params, go.float().to(out.dtype).float(), allow_unused=True)
             err = max([_rel(out, ref)] + [_rel(x, y) for x, y in zip(grads, rgrads)])
             rows.append({"kernel": f"{name} (generic)", "dtype": str(dtype).split(".")[-1], "max_rel_err": err})
+        rows += check_biased_kernels(device, dtype, tiny)   # Swin / ViT-Det efficient path (issue 23)
+    return rows
+
+
+def check_biased_kernels(device, dtype, tiny: bool) -> list[dict]:
+    """Swin's window (N = 49, per-head bias table, shifted-window keep-mask as swin_mask 'both') and a ViT-Det
+    global block (decomposed rel-pos; N = 196, tiny 16) through karat.attention.biased against the reference
+    (biased scores -> operator / swap.masked_operator), G3B, outputs and all gradients; rows as check_kernels."""
+    from karat.attention.biased import biased_scores, grouped_keep, karat_attention_biased
+    from karat.models.swap import masked_operator
+    rows, g = [], torch.Generator().manual_seed(3)
+    for name, B, H, side in (("Swin window G3B masked (biased)", 4, 3, 7),
+                             ("ViT-Det global G3B rel-pos (biased)", 2, 2 if tiny else 12, 4 if tiny else 14)):
+        N, d = side * side, 16 if tiny else 64
+        base = [torch.randn(B, H, N, d, generator=g) for _ in range(3)]
+        qkv = [t.to(device, dtype).requires_grad_() for t in base]
+        ref_in = [t.detach().float().requires_grad_() for t in qkv]
+        extra, kw = [], {}
+        if name.startswith("Swin"):
+            bias = (0.5 * torch.randn(1, H, N, N, generator=g)).to(device).requires_grad_()
+            region = torch.arange(N) >= N - 2 * side
+            keep = torch.ones(2, N, N, dtype=torch.bool)
+            keep[1] = region[:, None] == region[None, :]
+            extra, kw = [bias], {"bias": bias, "keep": keep.to(device)}
+        else:
+            rel = [(0.5 * torch.randn(B, H, N, side, generator=g)).to(device).requires_grad_() for _ in range(2)]
+            extra, kw = rel, {"rel": tuple(rel)}
+        torch.manual_seed(0)
+        op = KArAtOperator(parse_attention({"grid_size": 3}), heads=H, tokens=N).to(device)
+        _perturb(op, 0.02)
+        params = list(op.parameters())
+        out = karat_attention_biased(*qkv, op, d ** -0.5, **kw)
+        s = biased_scores(*ref_in[:2], d ** -0.5, kw.get("bias"), kw.get("rel"))
+        attn = op(s) if "keep" not in kw else masked_operator(op, s, grouped_keep(kw["keep"], B))
+        ref = attn @ ref_in[2]
+        go = torch.randn(B, H, N, d, generator=g).to(device, dtype)
+        grads = torch.autograd.grad(out, qkv + extra + params, go, allow_unused=True)
+        rgrads = torch.autograd.grad(ref, ref_in + extra + params, go.float(), allow_unused=True)
+        err = max([_rel(out, ref)] + [_rel(x, y) for x, y in zip(grads, rgrads)])
+        rows.append({"kernel": name, "dtype": str(dtype).split(".")[-1], "max_rel_err": err})
     return rows
 
 
