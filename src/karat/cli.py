@@ -149,6 +149,26 @@ def _tools_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, default=None, metavar="SECONDS", help="print again every SECONDS")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--calibration", default=None, help="a `karat calibrate` file that prices waiting runs")
+    p = sub.add_parser("calibrate", help="time training / evaluation steps of every distinct configuration of a "
+                                         "profile on this machine and write a dated calibration file "
+                                         "(karat.pipeline.calibrate)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", action="append", default=None, help="a profile (repeatable)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--output", default=None)
+    p = sub.add_parser("plan", help="what a profile, or some of its tables / claims, costs: device-hours, memory, "
+                                    "disk, wall time on K devices (karat.pipeline.plan)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--calibration", default=None, help="a `karat calibrate` file")
+    p.add_argument("--device", default=None, help="a shipped calibration: benchmarks/calibration/<NAME>.json")
+    p.add_argument("--gpus", type=int, default=1, help="devices running runs at once (wall-time simulation)")
+    p.add_argument("--tables", nargs="+", default=None, help="only what these tables / figures need (1 2 fig07)")
+    p.add_argument("--claims", nargs="+", default=None, help="only what these claims need (1 12)")
+    p.add_argument("--summary", action="store_true", help="totals and parts only, no line per run")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -196,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             from karat.pipeline import status
             return status.main(args)
+        elif args.command == "calibrate":
+            from karat.pipeline import calibrate
+            return calibrate.main(args)
+        elif args.command == "plan":
+            from karat.pipeline import plan
+            return plan.main(args)
     except (KaratError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
