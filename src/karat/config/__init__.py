@@ -193,6 +193,12 @@ def _validate_references(params: dict) -> None:
         validate_datasets(params["detection"])
         for name in params["detection"].get("recipes", {}):
             detection_recipe(params["detection"], name, f"detection.recipes.{name}")
+    if "tracking" in params:
+        from karat.training.tracking import TrackingError, tracking_config  # no torch import
+        try:
+            tracking_config(params["tracking"])
+        except TrackingError as exc:
+            raise ParamsError(str(exc)) from None
     from karat.attention.config import parse_attention  # no torch import
     for label, spec in attentions.items():
         try:

@@ -41,6 +41,7 @@ from ..utils.provenance import device_description, provenance
 from . import checkpoint as ckpt
 from .loop import (NonFiniteLossError, _Dist, _Progress, _place, _seed, amp_setup, deterministic_setup, peak_memory,
                    seed_everything)
+from .tracking import Tracker
 
 STATE_FILE = "state.pt"
 STATE_VERSION = 1
@@ -249,22 +250,31 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def train_detection(spec, *, device=None, progress: bool | None = None, stop_after: int | None = None) -> dict:
+def train_detection(spec, *, device=None, progress: bool | None = None, stop_after: int | None = None,
+                    tracking: dict | None = None) -> dict:
     """Train a ViT-Det run (a karat.config.detection.DetectionRunSpec); resume if a state exists.
 
     ``stop_after``: return after that many iterations of this session with the state written (tests of the
-    resume path); the published outputs are written only when the run is complete."""
+    resume path); the published outputs are written only when the run is complete. ``tracking``: params.yaml's
+    ``tracking`` block (karat.training.tracking; step = iteration)."""
     ctx = _Dist(device)
     saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    tracker, error = None, None
     try:
-        return _train(spec, ctx, progress, stop_after)
+        tracker = Tracker(tracking if ctx.main else None)
+        return _train(spec, ctx, progress, stop_after, tracker)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        if tracker is not None:
+            tracker.close(error)
         torch.use_deterministic_algorithms(saved[0])
         torch.backends.cudnn.benchmark = saved[1]
         ctx.close()
 
 
-def _train(spec, ctx, progress, stop_after) -> dict:
+def _train(spec, ctx, progress, stop_after, tracker: Tracker) -> dict:
     from karat.data.coco import load_coco_prepared
     from ..config.detection import validate_train
 
@@ -323,6 +333,10 @@ def _train(spec, ctx, progress, stop_after) -> dict:
     state = None
     totals["sessions"].append({"start_iteration": start, "world_size": world,
                                "device": device_description(str(device)), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    tracker.start(spec.run_id, {k: v for k, v in spec.to_dict().items() if not k.endswith("_dir")},
+                  profile=str(spec.profile), fingerprint=fp, state_dir=state_dir)
+    for row in rows:  # a resumed run: the evaluations its state holds
+        tracker.log_epoch(row["iteration"], row)
 
     fwd = model
     if world > 1:
@@ -411,12 +425,16 @@ def _train(spec, ctx, progress, stop_after) -> dict:
                      f"box AP {row['box_AP']:.2f} mask AP {row['mask_AP']:.2f} on {len(val_ids)} val images | "
                      f"{row['iter_time_s']:.3f} s/iter")
         save(it)
+        if ctx.main:
+            tracker.log_epoch(it, rows[-1])
         seg_loss.zero_()
         seg_n, seg_images = 0, 0
 
     summary = None
     if ctx.main:
         summary = _finish(spec, t, model, meta, out_dir, rows, totals, device, world, len(val_ids))
+        tracker.finish({k: rows[-1][k] for k in ("box_AP", "box_AP50", "box_AP75", "mask_AP", "mask_AP50",
+                                                 "mask_AP75")}, rows[-1]["iteration"])
     ctx.barrier()
     if summary is None:
         summary = json.loads((out_dir / "train.json").read_text())

@@ -47,6 +47,7 @@ from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
 from ..utils.provenance import device_description, provenance
 from . import checkpoint as ckpt
 from .recipe import validate_train_recipe
+from .tracking import Tracker, classification_final
 
 LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "top1", "top5", "ema_top1", "ema_top5", "lr",
                "epoch_time_s", "train_images_per_s")
@@ -390,23 +391,31 @@ def _snapshot_name(epoch: int) -> str:
 # --------------------------------------------------------------------------------------------------
 # the loop
 
-def train(spec, *, device=None, progress: bool | None = None) -> dict:
+def train(spec, *, device=None, progress: bool | None = None, tracking: dict | None = None) -> dict:
     """Train ``spec`` (a karat.config.RunSpec or any object with its fields); resume if a state exists.
 
     ``progress``: None = a progress bar on a terminal and plain log lines otherwise; True forces the bar,
-    False prints only the per-epoch lines. Returns the content of ``train.json``."""
+    False prints only the per-epoch lines. ``tracking``: params.yaml's ``tracking`` block (karat.training.tracking;
+    None = off), a side channel that changes nothing the run computes. Returns the content of ``train.json``."""
     ctx = _Dist(device)
     # Process-wide switches that _train may turn on: put them back for the caller (tests, notebooks).
     saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    tracker, error = None, None
     try:
-        return _train(spec, ctx, progress)
+        tracker = Tracker(tracking if ctx.main else None)
+        return _train(spec, ctx, progress, tracker)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        if tracker is not None:
+            tracker.close(error)
         torch.use_deterministic_algorithms(saved[0])
         torch.backends.cudnn.benchmark = saved[1]
         ctx.close()
 
 
-def _train(spec, ctx: _Dist, progress) -> dict:
+def _train(spec, ctx: _Dist, progress, tracker: Tracker) -> dict:
     from karat.data import build_eval_loader, build_train_loader, load_prepared
     from timm.loss import SoftTargetCrossEntropy
 
@@ -497,6 +506,10 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     state = None  # free the copy of the weights and optimizer moments
     totals["sessions"].append({"start_epoch": start_epoch, "world_size": world, "device": device_description(str(device)),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    tracker.start(spec.run_id, {k: v for k, v in spec_dict(spec).items() if not k.endswith("_dir")},
+                  profile=str(getattr(spec, "profile", "")), fingerprint=fingerprint, state_dir=state_dir)
+    for row in rows:  # a resumed run: the epochs its state holds (each backend skips or purges what it had)
+        tracker.log_epoch(row["epoch"], row)
 
     if ctx.main and start_epoch == 0:  # epoch 0 = the initialisation (optimizer-path analyses)
         snapshots[0] = _snapshot_name(0)
@@ -600,6 +613,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
             for path in stale:
                 path.unlink(missing_ok=True)
             _publish(out_dir, state_dir, rows, snapshots)
+            tracker.log_epoch(e1, row)
             ema_txt = f" | EMA top1 {ema_res['top1']:.2f}" if ema_res else ""
             show.log(f"[train] epoch {e1}/{t['epochs']} train loss {train_loss:.4f} | test loss {raw['loss']:.4f} "
                      f"top1 {raw['top1']:.2f} top5 {raw['top5']:.2f}{ema_txt} | lr {lr:.3e} | "
@@ -610,6 +624,7 @@ def _train(spec, ctx: _Dist, progress) -> dict:
     if ctx.main:
         summary = _finish(spec, t, model, ema, meta, out_dir, state_dir, rows, snapshots, best, totals, device,
                           world)
+        tracker.finish(*classification_final(summary, rows, t["report_weights"]))
     ctx.barrier()
     if summary is None:  # other ranks read what rank 0 wrote
         summary = json.loads((out_dir / "train.json").read_text())
