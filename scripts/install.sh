@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Install karat-repro into ./.venv (idempotent: a second call with nothing changed takes a second).
 #
+#   --tracking     also the optional experiment-tracking libraries (pyproject's `tracking` extra: TensorBoard,
+#                  the MLflow client); scripts/run_tests.sh asks for them, the pipeline does not need them
 #   KARAT_PYTHON   interpreter used to create the venv (default: python3)
 #   KARAT_TORCH    pip requirement(s) for torch (default: "torch==2.14.1 torchvision==0.29.1", the pair this
 #                  project is tested with; on a GPU cluster set it to the build that matches your CUDA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+EXTRAS="pipeline,dev"
+CHECK="import karat, torch, timm"
+for arg in "$@"; do
+    case "$arg" in
+        --tracking) EXTRAS="$EXTRAS,tracking"; CHECK="$CHECK, mlflow, tensorboard" ;;
+        *) echo "[install] unknown option $arg (allowed: --tracking)" >&2; exit 2 ;;
+    esac
+done
 
 PY="${KARAT_PYTHON:-python3}"
 TORCH="${KARAT_TORCH:-torch==2.14.1 torchvision==0.29.1}"
@@ -17,9 +28,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 
-want="$(cat pyproject.toml; echo "$TORCH")"
+want="$(cat pyproject.toml; echo "$TORCH"; echo "$EXTRAS")"
 want_hash="$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ] && "$VENV/bin/python" -c "import karat, torch, timm" 2>/dev/null; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
     echo "[install] $VENV is up to date"
     exit 0
 fi
@@ -27,7 +38,7 @@ fi
 echo "[install] installing $TORCH"
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install -q $TORCH
-echo "[install] installing karat-repro with its pipeline and test dependencies"
-"$VENV/bin/python" -m pip install -q -e ".[pipeline,dev]"
+echo "[install] installing karat-repro with its extras: $EXTRAS"
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 printf '%s' "$want_hash" > "$STAMP"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, timm, snakemake, dvc; print("torch", torch.__version__, "timm", timm.__version__)' 2>/dev/null)"

@@ -3,7 +3,7 @@
 # through Snakemake and DVC in fresh copies of the repository. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+bash scripts/install.sh --tracking   # the tracking tests read TensorBoard / MLflow files with their own readers
 # shellcheck disable=SC1091
 source .venv/bin/activate
 # The exact CIFAR-10 copy, where this machine has it, lets the data tests check the official checksums.

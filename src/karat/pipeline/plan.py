@@ -144,7 +144,7 @@ class RunPlan:
     train_images: int
     test_images: int
     images_x_epochs: int
-    device_s: float | None             # None: not priced
+    device_s: float | None             # None: not priced; train_s + eval_s
     rate: str                          # "calibrated" | "scaled from ..." | "not priced: ..."
     params: int | None = None
     peak_memory_bytes: float | None = None
@@ -154,6 +154,8 @@ class RunPlan:
     fit_advice: str = ""
     disk_bytes: float | None = None
     depends_on: list = field(default_factory=list)
+    train_s: float | None = None       # the train stage (its epochs, with their evaluations)
+    eval_s: float | None = None        # the evaluate stage
 
 
 def _images(params: dict, spec) -> tuple[int, int]:
@@ -212,7 +214,9 @@ def plan_run(params: dict, spec, cal: dict) -> RunPlan:
     ref, how, scale = _lookup(cal, cfg, spec.dataset)
     tr = ref["train_image_s"] * scale
     ev = (ref.get("eval_image_s") or 0.0) * scale
-    device_s = epochs * (train_n * tr + (2 if ema else 1) * test_n * ev) + (4 if ema else 2) * test_n * ev
+    train_s = epochs * (train_n * tr + (2 if ema else 1) * test_n * ev)
+    eval_s = (4 if ema else 2) * test_n * ev
+    device_s = train_s + eval_s
     params_n = ref.get("params") if how == "calibrated" and ref.get("params") else model_stats(cfg)[0]
     copies = 4 + (1 if ema else 0)
     devmem = (cal.get("device") or {}).get("memory_bytes")
@@ -224,7 +228,7 @@ def plan_run(params: dict, spec, cal: dict) -> RunPlan:
                  attention=spec.attention_label, dataset=spec.dataset, gpus=int(spec.gpus),
                  batch_size=int(t["batch_size"]), epochs=epochs, train_images=train_n, test_images=test_n,
                  images_x_epochs=train_n * epochs, device_s=device_s, rate=how, params=int(params_n),
-                 device_memory_bytes=devmem, depends_on=list(spec.derived_from))
+                 device_memory_bytes=devmem, depends_on=list(spec.derived_from), train_s=train_s, eval_s=eval_s)
     snaps = _n_snapshots(t)
     rp.disk_bytes = params_n * 4 * (4 + (copies - 1) + 2 + 2 * snaps)
     if per_image is not None:
@@ -496,7 +500,8 @@ def render(pl: Plan, per_run: bool = True) -> str:
         rs = [by_id[i] for i in ids if i in by_id]
         extra = " + the compute analysis" if "analyze-compute" in ids else ""
         cost = sum(r.device_s or 0.0 for r in rs)
-        lines.append(f"  {name:<8} {len(rs):>4} runs{extra}: {_h(cost)}" if ids else f"  {name:<8} nothing in this profile")
+        lines.append(f"  {name:<8} {len(rs):>4} runs{extra}: {_h(cost)}" if ids
+                     else f"  {name:<8} nothing in this profile")
     lines.append(f"total: {_h(pl.device_s)} of device time; wall {_h(pl.wall_s)} on {pl.devices} device(s) (DAG "
                  f"respected); disk {_gb(pl.disk_bytes)}")
     if pl.scaled:

@@ -337,6 +337,8 @@ def run_status(spec, kind: str = "train", root: Path = Path("."), code_root: Pat
         job = holder.get("slurm_job_id")
         if job and squeue is not None:
             st.squeue = squeue.get(str(job), "not in squeue")
+        if not rows:   # in its first epoch: since the holder took the lock (it writes its record then)
+            st.elapsed_s = max(0.0, now - _mtime(root / f"{spec.state_dir}.lock", now))
         if per_unit is not None:
             since_last = max(0.0, now - _mtime(out_dir / "log.csv", now)) if rows else 0.0
             st.eta_s = max(0.0, (total - st.done_units) * per_unit - since_last)
