@@ -257,3 +257,23 @@ def test_toggling_tracking_changes_no_stage_trigger(tmp_path):
     after = {s.name: (s.reads, s.deps, s.outs, s.params) for s in stages("ci", str(on))}
     assert before == after
     assert not [k for _, _, _, keys in before.values() for k in keys if k.split(".")[0] == "tracking"]
+
+
+def test_a_backend_failing_during_training_does_not_stop_the_run(tmp_path, capsys):
+    libraries()
+    t = Tracker(both(tmp_path)).start("r", {"a": 1}, profile="p", fingerprint="f", state_dir=tmp_path)
+    mlflow_backend = next(b for b in t.backends if type(b).__name__ == "_MLflow")
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    mlflow_backend.client.log_batch = broken
+    t.log_epoch(1, {"top1": 10.0})
+    t.log_epoch(2, {"top1": 20.0})
+    t.finish({"top1": 20.0}, 2)
+    t.close()
+    assert "MLflow failed at step 1 (OSError: No space left on device)" in capsys.readouterr().err
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "tracking" / "tensorboard" / "p" / "r"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("top1")] == [(1, 10.0), (2, 20.0)]

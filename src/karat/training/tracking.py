@@ -41,6 +41,7 @@ import fcntl
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -256,22 +257,32 @@ class Tracker:
         return self
 
     def log_epoch(self, step: int, metrics: dict) -> None:
-        values = _numeric({k: v for k, v in metrics.items() if k not in ("epoch", "iteration")})
-        for b in self.backends:
-            b.metrics(int(step), values)
+        self._log(int(step), _numeric({k: v for k, v in metrics.items() if k not in ("epoch", "iteration")}))
 
     def finish(self, final_metrics: dict, step: int) -> None:
-        values = {f"final/{k}": v for k, v in _numeric(final_metrics).items()}
-        for b in self.backends:
-            b.metrics(int(step), values)
+        self._log(int(step), {f"final/{k}": v for k, v in _numeric(final_metrics).items()})
         self.finished = True
+
+    def _log(self, step: int, values: dict) -> None:
+        """A backend that fails once training runs (a full disk, a damaged store) is switched off for the rest of
+        the session with a warning: the side channel never stops a run. The next session logs what it missed."""
+        for b in list(self.backends):
+            try:
+                b.metrics(step, values)
+            except Exception as exc:  # noqa: BLE001
+                print(f"[tracking] warning: {type(b).__name__.strip('_')} failed at step {step} ({type(exc).__name__}: "
+                      f"{exc}); it is off for the rest of this session, the run goes on", file=sys.stderr, flush=True)
+                self.backends.remove(b)
 
     def close(self, error: BaseException | None = None) -> None:
         status = "FINISHED" if self.finished else ("KILLED" if error is None or isinstance(
             error, (KeyboardInterrupt, SystemExit)) else "FAILED")
         backends, self.backends = self.backends, []
         for b in backends:
-            b.close(status)
+            try:
+                b.close(status)
+            except Exception as exc:  # noqa: BLE001  (never hides the training's own error)
+                print(f"[tracking] warning: closing {type(b).__name__.strip('_')} failed ({exc})", file=sys.stderr)
 
 
 def classification_final(summary: dict, rows: list[dict], report_weights: str) -> tuple[dict, int]:
