@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     from karat.config.detection import resolve_detection_run
     from karat.training import detection
     from karat.training.loop import NonFiniteLossError
-    from karat.training.tracking import from_params_file
+    from karat.config import load_params
+    from karat.training.tracking import from_params
 
     spec = resolve_detection_run(args.params, args.profile, args.run)
     try:
         with run_lock(spec.state_dir, spec.run_id):  # one writer per run, whoever started it
             detection.train_detection(spec, device=args.device, progress=args.progress,
-                                      tracking=from_params_file(args.params))
+                                      tracking=from_params(load_params(args.params)))
     except NonFiniteLossError as exc:
         print(f"error: {spec.run_id}: {exc}", file=sys.stderr, flush=True)
         return EXIT_NON_FINITE

@@ -40,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from karat.config import resolve_run
     from karat.training.loop import NonFiniteLossError, train
-    from karat.training.tracking import from_params_file as tracking_of
+    from karat.config import load_params
+    from karat.training.tracking import from_params as tracking_of
 
     spec = resolve_run(args.params, args.profile, args.run)
     try:
         with run_lock(spec.state_dir, spec.run_id):  # one writer per run, whoever started it
-            train(spec, device=args.device, progress=args.progress, tracking=tracking_of(args.params))
+            train(spec, device=args.device, progress=args.progress, tracking=tracking_of(load_params(args.params)))
     except NonFiniteLossError as exc:
         print(f"error: {spec.run_id}: {exc}", file=sys.stderr, flush=True)
         return EXIT_NON_FINITE

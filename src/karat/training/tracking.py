@@ -68,12 +68,6 @@ def from_params(params: dict) -> dict:
     return tracking_config(params.get("tracking"))
 
 
-def from_params_file(path) -> dict:
-    """The ``tracking`` block of a params.yaml file (validated with the rest of it by karat.config)."""
-    from karat.config import load_params
-    return from_params(load_params(path))
-
-
 def tracking_config(block: dict | None) -> dict:
     """The validated ``tracking`` block, defaults filled in; a bad value raises TrackingError naming the field,
     the value and what is allowed (params.yaml is also checked by its schema)."""
@@ -300,5 +294,5 @@ def classification_final(summary: dict, rows: list[dict], report_weights: str) -
     return final, int(rows[-1]["epoch"])
 
 
-__all__ = ["Tracker", "TrackingError", "tracking_config", "from_params", "from_params_file", "BACKENDS", "DEFAULTS", "classification_final",
+__all__ = ["Tracker", "TrackingError", "tracking_config", "from_params", "BACKENDS", "DEFAULTS", "classification_final",
            "flatten"]
