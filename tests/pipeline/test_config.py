@@ -135,3 +135,24 @@ def test_orchestrators_do_not_import_torch(tools):
             "print('torch' in sys.modules)")
     out = subprocess.run(["python", "-c", code], cwd=REPO, capture_output=True, text=True, env=tools.env())
     assert out.stdout.strip() == "False", out.stderr
+
+
+
+def _dvc_reads_the_same(text: str) -> bool:
+    """DVC's YAML reader (ruamel.yaml, safe; with ruamel.yaml.clib, as scripts/install.sh installs it, a libyaml
+    parser) reads ``text`` to the same values as the reader the pipeline uses."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml import YAMLError as RuamelError
+    reader = YAML(typ="safe")
+    assert reader.Parser.__name__ == "CParser", "ruamel.yaml.clib is not installed"
+    try:
+        return reader.load(text) == yaml.safe_load(text)
+    except RuamelError:
+        return False
+
+
+def test_params_yaml_is_read_the_same_by_dvcs_libyaml_reader():
+    """DVC parses params.yaml once per stage; with libyaml that is fast, but that libyaml refuses what the pure
+    reader allows, e.g. an unquoted URL in a flow mapping ({url: http://...}): DVC would fail on every stage."""
+    assert _dvc_reads_the_same((REPO / "params.yaml").read_text())
+    assert not _dvc_reads_the_same("files:\n  a.zip: {url: http://example.org/a.zip, md5: 0}\n")

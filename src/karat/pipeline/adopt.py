@@ -66,17 +66,35 @@ def check_output(path: str | os.PathLike) -> None:
         raise CorruptArtifactError(f"{path} is missing or empty. {REMEDY}")
     parts = path.parts
     if parts[:2] == ("data", "raw") and (path / "FETCHED.json").is_file():
-        from karat.data.fetch import verify_record
+        record = read_json(path / "FETCHED.json", REMEDY)
         try:
-            verify_record(read_json(path / "FETCHED.json", REMEDY), path, log=lambda *a, **k: None)
-        except (OSError, ValueError) as exc:
+            if isinstance(record, dict) and "annotations" in record:   # a detection set (COCO format)
+                from karat.data.coco import read_coco_fetched
+                read_coco_fetched(path)
+            else:
+                from karat.data.fetch import verify_record
+                verify_record(record, path, log=lambda *a, **k: None)
+        except (OSError, ValueError, KaratError) as exc:
+            if isinstance(exc, CorruptArtifactError):
+                raise
             raise CorruptArtifactError(str(exc)) from None
         return
     if parts[:2] == ("data", "prepared") and (path / "manifest.json").is_file():
         manifest = read_json(path / "manifest.json", REMEDY)
-        if isinstance(manifest, dict) and isinstance(manifest.get("splits"), dict):
+        from karat.data.coco import FORMAT as COCO_FORMAT
+        if isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("karat-coco"):
+            from karat.data.coco import load_coco_prepared
+            try:   # a prepared detection set: its own manifest (files and their sha256), of this version
+                load_coco_prepared(path, verify=True)
+            except KaratError as exc:
+                if isinstance(exc, CorruptArtifactError):
+                    raise
+                raise CorruptArtifactError(f"{exc} (this version prepares {COCO_FORMAT!r})") from None
+        elif isinstance(manifest, dict) and isinstance(manifest.get("splits"), dict):
             from karat.data.prepare import verify_prepared
             verify_prepared(path, manifest)
+        else:
+            raise CorruptArtifactError(f"{path / 'manifest.json'} is not a prepared-data manifest. {REMEDY}")
         return
     for sub in sorted(path.rglob("*")):
         if sub.is_file() and sub.name != ".snakemake_timestamp":
