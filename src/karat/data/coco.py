@@ -314,11 +314,21 @@ def fetch_coco(name: str, spec: dict, out_dir: str | os.PathLike, *, base_dir: s
             raise FetchError(f"dataset {name!r}: the archives did not produce the COCO layout in {root}")
     if not _is_coco_folder(root):
         raise DetectionDataError(f"dataset {name!r}: {root} is not in COCO layout")
-    record = {"dataset": name, "kind": kind, "source": source, "root": str(root.resolve()),
+    # The data inside the fetched folder (generated, downloaded, unpacked zips) is recorded as "." (that folder),
+    # so that a moved or copied repository reads its own copy; a user's local COCO folder by its absolute path.
+    inside = root.resolve() == out_dir.resolve()
+    record = {"dataset": name, "kind": kind, "source": source, "root": "." if inside else str(root.resolve()),
               "annotations": {s: _sha256(annotation_path(root, s)) for s in SPLITS}, "provenance": provenance()}
     atomic_write_json(marker, record)
     log(f"[fetch] {name}: done -> {marker}")
     return record
+
+
+def fetched_root(raw_dir: str | os.PathLike, record: dict) -> Path:
+    """The COCO folder a fetch record names: relative to the fetched folder (written since "." was recorded for
+    the data inside it), or absolute (a user's local copy, and every record written before)."""
+    root = Path(record["root"])
+    return root if root.is_absolute() else Path(raw_dir) / root
 
 
 def read_coco_fetched(raw_dir: str | os.PathLike) -> dict:
@@ -330,7 +340,7 @@ def read_coco_fetched(raw_dir: str | os.PathLike) -> dict:
     if not (isinstance(record, dict) and isinstance(record.get("root"), str)
             and isinstance(record.get("annotations"), dict)):
         raise CorruptArtifactError(f"{marker}: not a detection fetch record (no 'root' / 'annotations'). {remedy}")
-    root = Path(record["root"])
+    root = fetched_root(raw_dir, record)
     for s, want in record["annotations"].items():
         got = _sha256(annotation_path(root, s))
         if got != want:
@@ -548,7 +558,7 @@ def prepare_coco(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *, max_
     from PIL import Image
 
     record = read_coco_fetched(raw_dir)
-    root = Path(record["root"])
+    root = fetched_root(raw_dir, record)
     out_dir = Path(out_dir)
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32:
         raise DetectionDataError(f"prepare max_size={max_size!r} is not allowed; allowed: an integer >= 32")
