@@ -1,7 +1,8 @@
 """`python -m karat <command>` (or `karat <command>`): the one entry point the orchestrators call.
 
 Pipeline stages:  fetch, prepare, train, evaluate, analyze, report
-Tools:            stages (print a profile's DAG), dvc-yaml (generate dvc.yaml), validate (check params.yaml)
+Tools:            stages (print a profile's DAG), dvc-yaml (generate dvc.yaml), validate (check params.yaml),
+                  status / plan / calibrate (progress and cost of a profile: karat.pipeline.status, .plan, .calibrate)
 
 Every stage accepts `--log PATH`: everything it prints also goes to that file (Snakemake's `log:`), and
 `--params` / `--profile`, resolved through karat.config. Each stage's command-line shell is

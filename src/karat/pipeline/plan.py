@@ -486,7 +486,7 @@ def render(pl: Plan, per_run: bool = True) -> str:
              f"rates: {pl.calibration} ({pl.calibration_source}; device {pl.device})"]
     if per_run:
         w = max([len(r.run_id) for r in chosen] + [3])
-        lines.append(f"{'run':<{w}}  {'images x ep':>13} {'device-h':>9} {'memory':>9} {'fits':>4} {'disk':>9}  rate")
+        lines.append(f"{'run':<{w}}  {'images x ep':>13} {'device':>9} {'memory':>9} {'fits':>4} {'disk':>9}  rate")
         for r in chosen:
             fits = "" if r.fits is None else "yes" if r.fits else "NO"
             lines.append(f"{r.run_id:<{w}}  {r.images_x_epochs:>13,} {_h(r.device_s):>9} "

@@ -419,14 +419,16 @@ def profile_status(profile: str | None = None, params_path: str = DEFAULT_PARAMS
         from karat.pipeline import plan as plan_mod
         planned = {r.run_id: r for r in plan_mod.plan(prof.name, params_path, calibration=calibration).runs}
     for (spec, kind), st in zip(specs, statuses):
-        if st.state in ("waiting", "out of date") or (st.state == "stopped" and st.eta_s is None):
-            left = st.total_units - (st.done_units if st.state == "stopped" else 0)
+        if st.state in ("waiting", "out of date") or (st.state in ("stopped", "running") and st.eta_s is None):
+            left = st.total_units - (st.done_units if st.state in ("stopped", "running") else 0)
             known = per_unit.get(config_key(spec))
             if known:
                 st.eta_s, st.eta_source = left * sum(known) / len(known), "same configuration"
-            elif planned and spec.run_id in planned and planned[spec.run_id].device_s is not None:
-                st.eta_s = planned[spec.run_id].device_s * left / max(st.total_units, 1)
+            elif planned and spec.run_id in planned and planned[spec.run_id].train_s is not None:
+                st.eta_s = planned[spec.run_id].train_s * left / max(st.total_units, 1)
                 st.eta_source = "calibration"
+            if st.state == "running" and st.eta_s is not None:   # in its first epoch: less the time it ran
+                st.eta_s = max(0.0, st.eta_s - (st.elapsed_s or 0.0))
     counts = {s: sum(1 for st in statuses if st.state == s) for s in STATES}
     left = [st for st in statuses if st.state not in ("done", "trained", "failed")]
     remaining = sum(st.eta_s for st in left if st.eta_s is not None)
