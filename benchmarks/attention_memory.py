@@ -63,9 +63,13 @@ CONFIGS = [
     ("G11B-phiphi", {"grid_size": 11, "operator": "phi_phi"}, {}),
     ("G11B-phiphi-sm1", {"grid_size": 11, "operator": "phi_phi", "softmax_heads": 1}, {}),
     ("dog-B reference", {"basis": "dog", "impl": "reference"}, {}),
+    # the other ends of Tables 1 / 15's Fourier grid (issue 23's inference target), on request
+    ("G1U", {"grid_size": 1, "mode": "U"}, {}),
+    ("G11B", {"grid_size": 11, "mode": "B"}, {}),
+    ("G11U", {"grid_size": 11, "mode": "U"}, {}),
 ]
 #: measured unless --configs says otherwise (the two softmax baselines are always measured)
-DEFAULT = [c[0] for c in CONFIGS if c[0] != "dog-B reference"]
+DEFAULT = [c[0] for c in CONFIGS if c[0] not in ("dog-B reference", "G1U", "G11B", "G11U")]
 SETTINGS = [("vit_tiny_patch16_224", 224, 32), ("vit_tiny_patch4_32", 32, 128)]
 
 
@@ -220,6 +224,9 @@ def main(argv=None):
                     help="torch.set_num_threads; 1 (default) keeps timings stable on a shared CPU, 0 leaves torch's")
     ap.add_argument("--settings", default="224,32",
                     help="comma list of 224 / 32 (ViT-Tiny) and swin / vitdet (family blocks, issue 23)")
+    ap.add_argument("--inference-only", action="store_true",
+                    help="ViT settings: only the inference table (eval, no autograd), no training steps")
+    ap.add_argument("--batch", type=int, default=0, help="ViT settings: batch size instead of 32 / 128")
     ap.add_argument("--quick", action="store_true",
                     help="a few minutes on a CPU: 2 repeats, 1 inference repeat, family blocks at batch 2 / 4")
     ap.add_argument("--inference-repeats", type=int, default=3,
@@ -255,16 +262,22 @@ def main(argv=None):
     cols = "| model | N | batch | attention | saved for backward (MiB) | × fused | × eager | step (s) | × eager | × fused |"
     if device.type == "cuda":
         cols += " peak alloc (MiB) | × fused |"
-    print(cols)
-    print("|" + "---|" * (cols.count("|") - 1))
+    if not a.inference_only:
+        print(cols)
+        print("|" + "---|" * (cols.count("|") - 1))
     inf = []
     for name, img, batch in SETTINGS:
         if img not in wanted:
             continue
+        batch = a.batch or batch
         g = torch.Generator().manual_seed(0)
         x = torch.randn(batch, 3, img, img, generator=g).to(device)
         y = torch.randint(0, 10, (batch,), generator=g).to(device)
         models = [build(name, att, opts.get("fused"), device).train() for _, att, opts in configs]
+        if a.inference_only:
+            inf.append((name, (img // (16 if img == 224 else 4)) ** 2 + 1, batch, [c[0] for c in configs],
+                        measure_inference(models, x, amp, max(a.inference_repeats, 1), device)))
+            continue
         sbs, ts, peaks = measure(models, x, y, amp, a.warmup, a.repeats, device)
         infer = measure_inference(models, x, amp, a.inference_repeats, device) if a.inference_repeats else None
         rows = [(c[0], sb, t, p) for c, sb, t, p in zip(configs, sbs, ts, peaks)]

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .compiling import _run, compile_enabled
 from .efficient import (CHUNK_ELEMENTS_COMPILED, CHUNK_ELEMENTS_EAGER, _layer_params, kan_apply, stage1, tail)
-from .fourier import _base, _base_grad, _coef_matrix, _no_autocast, _score_grad
+from .fourier import _base, _coef_matrix, _features_heads, _no_autocast, _score_grad
 from .kernels import unit_tensors
 
 
@@ -63,10 +63,22 @@ def _coef_view(a: Tensor, b: Tensor, s: Tensor) -> Tensor:
     return ab.view((ab.shape[0],) + (1,) * (s.dim() - 3) + ab.shape[1:])
 
 
+def _masked_features_heads(s: Tensor, m: Tensor, G: int) -> Tensor:
+    """``fourier._features_heads`` (head-major [h, B, K, G, 2 N], angle-addition recurrence) times the mask."""
+    f = _features_heads(s, G)
+    mt = m.transpose(0, 1).unsqueeze(-2)                                      # [1, B, K, 1, N]
+    return f * torch.cat([mt, mt], -1)
+
+
 def masked_fourier_z(s: Tensor, m: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """z[b,h,k,p] = sum_q m[b,k,q] sum_j a[h,p,q,j] cos(j s[b,h,k,q]) + b[h,p,q,j] sin(j s[b,h,k,q])."""
-    f = _run("fourier_features_masked", _masked_features, s, m, a.shape[-1])
-    return torch.matmul(f, _coef_view(a, b, s)).sum(0)
+    """z[b,h,k,p] = sum_q m[b,k,q] sum_j a[h,p,q,j] cos(j s[b,h,k,q]) + b[h,p,q,j] sin(j s[b,h,k,q]); one GEMM
+    per head as ``fourier._fourier_z``."""
+    G, (H, r, n_in) = a.shape[-1], a.shape[:3]
+    B, K = s.shape[0], s.shape[2]
+    f = _run("fourier_features_masked_heads", _masked_features_heads, s, m, G)    # [h, B, K, G, 2 in]
+    ab = torch.cat([a, b], 2).transpose(-1, -2).reshape(H, r, G * 2 * n_in)
+    zt = torch.bmm(ab, f.view(H, B * K, G * 2 * n_in).transpose(1, 2))         # [h, r, B K]
+    return zt.view(H, r, B, K).permute(2, 0, 3, 1).contiguous()
 
 
 def masked_fourier_z_backward(s: Tensor, m: Tensor, gz: Tensor, a: Tensor, b: Tensor

@@ -64,6 +64,17 @@ def _features(s: Tensor, G: int) -> Tensor:
     return torch.cat([torch.cos(x), torch.sin(x)], -1)
 
 
+def _features_heads(s: Tensor, G: int) -> Tensor:
+    """Head-major features for the forward contraction: s [B, h, K, N] -> [h, B, K, G, 2 N], for m = 1..G
+    [cos(m s) | sin(m s)], compiled into one pass (the transposed read costs nothing, the values are written
+    once). The same arithmetic as the reference (cos of the rounded m s): an angle-addition recurrence was 15 %
+    faster on the features but measurably less accurate than the reference where timm's -100 window mask is
+    added to the scores (Swin, swin_mask='additive'; tests/attention/test_efficient_bias_mask.py)."""
+    m = torch.arange(1, G + 1, dtype=s.dtype, device=s.device).view(G, 1)
+    x = s.transpose(0, 1).unsqueeze(-2) * m
+    return torch.cat([torch.cos(x), torch.sin(x)], -1)
+
+
 def _score_grad(f: Tensor, gab: Tensor, n_in: int) -> Tensor:
     """dL/ds = sum_m m (cos(m s) dL/d(b-term) - sin(m s) dL/d(a-term)), from the features f and
     gab = [gz a_m | gz b_m] (both [G, ..., 2 N])."""
@@ -81,10 +92,16 @@ def _fourier_z(s: Tensor, a: Tensor, b: Tensor, base_w: Tensor | None = None, ac
     """z[b,h,k,p] = sum_{q,m} a[h,p,q,m] cos(m s[b,h,k,q]) + b[h,p,q,m] sin(m s[b,h,k,q])
     (+ sum_q base_w[h,p,q] act(s[b,h,k,q]) when a base activation is on). Callers bound s (row or batch
     chunks): the features are 2G times its size."""
-    G = a.shape[-1]
-    f = _run("fourier_features", _features, s, G)                          # [G, ..., 2 in]
-    ab = _coef_matrix(a, b)                                                 # [G, h, 2 in, out]
-    z = torch.matmul(f, ab.view((G,) + (1,) * (s.dim() - 3) + ab.shape[1:])).sum(0)
+    G, (H, r, n_in) = a.shape[-1], a.shape[:3]
+    s4 = s.reshape((-1,) + s.shape[-3:])
+    B, K = s4.shape[0], s4.shape[2]
+    f = _run("fourier_features_heads", _features_heads, s4, G)             # [h, B, K, G, 2 in]
+    # z^T = coefficients [h, r, G 2 in] @ features^T: one GEMM per head with the r outputs as its short side,
+    # the rows (B K) as its long one (measured ~1.4-2x faster on the CPU than features @ coefficients per
+    # image, head and frequency, which runs G B h narrow GEMMs and sums them)
+    ab = torch.cat([a, b], 2).transpose(-1, -2).reshape(H, r, G * 2 * n_in)
+    zt = torch.bmm(ab, f.view(H, B * K, G * 2 * n_in).transpose(1, 2))     # [h, r, B K]
+    z = zt.view(H, r, B, K).permute(2, 0, 3, 1).reshape(s.shape[:-1] + (r,))
     if act != "zero":
         z += torch.matmul(_base(s, act), base_w.transpose(-1, -2))
     return z
