@@ -6,8 +6,9 @@ features and autograd keeps them, their products and the attention matrix: that 
 PAPER Table 13. Here
 
 * forward, in batch chunks small enough to stay in cache (``CHUNK_ELEMENTS``): s = q k^T / sqrt(d_h); the
-  features [cos(m s) | sin(m s)], m = 1..G, in one fused pass (``_features``, compiled by inductor where
-  available) and one matmul per frequency with the coefficients: z = Phi(s) [B, h, N, r]; then
+  features [cos(m s) | sin(m s)], m = 1..G, in one fused pass, head-major (``_features_heads``, compiled by
+  inductor where available), and one GEMM per head with the coefficients of all frequencies, z^T = [a | b]
+  [h, r, G 2N] @ features^T: z = Phi(s) [B, h, N, r]; then
   attn V = (z W^T) V = z (W^T V), so the attention matrix is never formed. Only q, k, v (the same storage
   the qkv projection's output already occupies, and what fused softmax keeps too), the small z and the
   parameters are saved.
