@@ -1,7 +1,8 @@
 """CPU images/s of the issue-10 model families beside ViT-Tiny, at the paper's sizes (issue 10's closing note).
 
 Models: ViT-Tiny 224/16 (softmax, G3B), ConViT-Tiny (softmax, G3B, G3U), Swin-Tiny (softmax, G3B; the
-KArAt path is the operator's reference path with the shifted-window mask on both sides) and Table 14's
+shifted-window mask on both sides; since issue 23 on the efficient path, karat.attention.biased; the
+numbers in RESULTS.md's issue-10 section were measured on the reference path) and Table 14's
 default plain KAN (k 5, G 10, [-4, 4], hidden 10-10, 28 x 28 x 3 inputs). Each is timed on random images
 of its input size, inference (eval mode, no_grad) and one training step (forward, cross-entropy, backward,
 AdamW step), the models round-robin so that outside load affects all alike; median over the repeats.
