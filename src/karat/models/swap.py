@@ -10,7 +10,9 @@ activation: an instance of a subclass of the family's class whose forward is the
 FLOP counting. With ``impl`` "efficient" (what "auto" resolves to) Swin and ViT-Det run the memory-efficient
 path instead (:func:`efficient_heads`, karat.attention.biased: the relative position bias, ViT-Det's in its
 decomposed form, and Swin's window mask enter it without an N x N tensor per image), which computes the same
-function (tests/attention/test_efficient_bias_mask.py). ConViT's two MHSA blocks stay on the reference path.
+function (tests/attention/test_efficient_bias_mask.py). ConViT's MHSA blocks (no bias, no mask) run the
+kernels karat's own ViT layer runs (the Fourier W Phi(A) kernel, else karat.attention.efficient;
+tests/attention/test_efficient_convit.py).
 A softmax model keeps timm's class and forward untouched.
 
 Families are registered in :data:`FORWARDS` (timm attention class -> forward with an ``activate`` hook);
@@ -32,6 +34,8 @@ from ..attention.fourier import _no_autocast   # autocast off; meta tensors (cou
 from ..attention.operator import _BASE_ACT as _BASE_ACTIVATIONS, KArAtOperator
 from ..attention.bases import _COUNTING
 from ..attention.biased import biased_scores, grouped_keep, karat_attention_biased
+from ..attention.efficient import karat_attention
+from ..attention.fourier import fourier_attention
 
 
 def activate(module: nn.Module, scores: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -140,10 +144,13 @@ def efficient_heads(module: nn.Module, op: KArAtOperator, q: Tensor, k: Tensor, 
     the first ``softmax_heads`` heads (hybrid) through their float32 softmax as :func:`activate` computes them."""
     ks = module.karat_cfg.softmax_heads
     sl = slice(ks, None)
-    out = karat_attention_biased(q[:, sl], k[:, sl], v[:, sl], op, module.scale,
-                                 bias=None if bias is None else bias[:, sl],
-                                 rel=None if rel is None else tuple(t[:, sl] for t in rel), keep=keep,
-                                 add_mask=add_mask)
+    if bias is None and rel is None and keep is None and add_mask is None:
+        out = _unbiased(module, op, q[:, sl], k[:, sl], v[:, sl])
+    else:
+        out = karat_attention_biased(q[:, sl], k[:, sl], v[:, sl], op, module.scale,
+                                     bias=None if bias is None else bias[:, sl],
+                                     rel=None if rel is None else tuple(t[:, sl] for t in rel), keep=keep,
+                                     add_mask=add_mask)
     if not ks:
         return out
     s = biased_scores(q[:, :ks], k[:, :ks], module.scale, None if bias is None else bias[:, :ks],
@@ -152,6 +159,18 @@ def efficient_heads(module: nn.Module, op: KArAtOperator, q: Tensor, k: Tensor, 
         s = s.masked_fill(~grouped_keep(keep, s.shape[0]), -100.0)
     soft = s.softmax(dim=-1).to(v.dtype) @ v[:, :ks]
     return torch.cat([soft, out], dim=1)
+
+
+def _unbiased(module: nn.Module, op: KArAtOperator, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """KArAt heads with nothing added to the scores (ConViT's MHSA): the kernels of karat's ViT layer, the
+    Fourier W Phi(A) kernel where it applies (``fourier_kernel_supported``), else the generic efficient one."""
+    cfg = op.cfg
+    if cfg.fourier_kernel_supported() is None:
+        a, b = op.fourier_coefficients()
+        act = cfg.base_activation
+        return fourier_attention(q, k, v, a, b, op.w, module.scale,
+                                 None if act == "zero" else op.phi1.base_weight, act)
+    return karat_attention(q, k, v, op, module.scale)
 
 
 # -- families ---------------------------------------------------------------------------------------------
@@ -213,11 +232,16 @@ def _sam_forward(self, x: Tensor) -> Tensor:
 
 def _convit_forward(self, x: Tensor) -> Tensor:
     """timm ``convit.MHSA.forward`` with the activation swapped (the 2 MHSA blocks of ConViT; N = 197 with the
-    class token). KArAt: float32 scores, as karat.attention does."""
+    class token). KArAt: float32 scores, as karat.attention does; with ``impl`` "efficient" the memory-efficient
+    kernels (:func:`efficient_heads`, no bias)."""
     B, N, C = x.shape
     op = operator_of(self)
     qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
+    if op is not None and use_efficient(self, q):
+        op.check_tokens(N)
+        x = efficient_heads(self, op, q, k, v).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
     if op is not None:
         op.check_tokens(N)
         with _no_autocast(q):
