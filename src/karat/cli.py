@@ -215,17 +215,59 @@ def main(argv: list[str] | None = None) -> int:
             print(adopt.report(result))
             return 2 if result.refused else 0
         elif args.command == "status":
-            from karat.pipeline import status
-            return status.main(args)
+            return _status(args)
         elif args.command == "calibrate":
-            from karat.pipeline import calibrate
-            return calibrate.main(args)
+            return _calibrate(args)
         elif args.command == "plan":
-            from karat.pipeline import plan
-            return plan.main(args)
+            return _plan(args)
     except (KaratError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _status(args) -> int:
+    """`karat status`: checks the options, prints once or every ``--watch`` seconds (karat.pipeline.status)."""
+    from karat.errors import KaratError
+    from karat.pipeline import status
+    if args.watch is not None and not args.watch > 0:
+        raise KaratError(f"--watch: {args.watch!r} is not a positive number of seconds")
+    if args.calibration is not None and not Path(args.calibration).is_file():
+        raise KaratError(f"--calibration: {args.calibration!r} does not exist (write one with `karat calibrate`, "
+                         f"or use benchmarks/calibration/*.json)")
+    while True:
+        ps = status.profile_status(args.profile, args.params, calibration=args.calibration)
+        text = json.dumps(status.to_json(ps), indent=1) if args.json else status.render(ps)
+        if args.watch is None:
+            print(text)
+            return 0
+        print("\033[2J\033[H" + text if os.isatty(1) else text + "\n", flush=True)
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _calibrate(args) -> int:
+    """`karat calibrate`: times every distinct configuration of the profiles, writes the record atomically."""
+    from karat.config import load_params, profile_name
+    from karat.pipeline import calibrate
+    from karat.utils.io import atomic_write_json
+    params = load_params(args.params)
+    profiles = [profile_name(params, p) for p in (args.profile or [None])]
+    calibrate.check_options(args.device, args.steps, args.warmup)
+    record = calibrate.calibrate(profiles, args.params, args.device, args.steps, args.warmup)
+    out = args.output or f"calibration-{'-'.join(profiles)}-{args.device}-{time.strftime('%Y%m%d')}.json"
+    atomic_write_json(out, record)
+    print(f"wrote {out}: {len(record['configs'])} configurations on {record['device']['name']}")
+    return 0
+
+
+def _plan(args) -> int:
+    """`karat plan`: what a profile (or some of its tables / claims) costs, as a table or JSON."""
+    from karat.pipeline import plan
+    pl = plan.plan(args.profile, args.params, args.calibration, args.device, args.gpus, args.tables, args.claims)
+    print(json.dumps(plan.to_json(pl), indent=1) if args.json else plan.render(pl, per_run=not args.summary))
     return 0
 
 

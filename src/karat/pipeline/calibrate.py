@@ -270,20 +270,5 @@ def load(path: str | os.PathLike) -> dict:
     return data
 
 
-def main(args) -> int:
-    from karat.utils.io import atomic_write_json
-
-    profiles = args.profile or [None]
-    params = load_params(args.params)
-    from karat.config import profile_name
-    profiles = [profile_name(params, p) for p in profiles]
-    check_options(args.device, args.steps, args.warmup)
-    record = calibrate(profiles, args.params, args.device, args.steps, args.warmup)
-    out = args.output or f"calibration-{'-'.join(profiles)}-{args.device}-{time.strftime('%Y%m%d')}.json"
-    atomic_write_json(out, record)
-    print(f"wrote {out}: {len(record['configs'])} configurations on {record['device']['name']}")
-    return 0
-
-
 __all__ = ["calibrate", "config_key", "config_of", "hardware", "load", "measure", "profile_configs",
            "CalibrationError", "FORMAT"]

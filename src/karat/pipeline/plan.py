@@ -522,11 +522,5 @@ def to_json(pl: Plan) -> dict:
     return d
 
 
-def main(args) -> int:
-    pl = plan(args.profile, args.params, args.calibration, args.device, args.gpus, args.tables, args.claims)
-    print(json.dumps(to_json(pl), indent=1) if args.json else render(pl, per_run=not args.summary))
-    return 0
-
-
 __all__ = ["Plan", "RunPlan", "plan", "plan_run", "parts", "schedule", "render", "to_json", "resolve_calibration",
            "PlanError", "CalibrationError", "model_stats", "shipped_devices"]

@@ -502,22 +502,3 @@ __all__ = ["RunStatus", "ProfileStatus", "STATES", "profile_status", "run_status
            "log_outcome", "lock_holder", "squeue_jobs", "out_of_date_reasons", "diff_keys", "config_key"]
 
 
-def main(args) -> int:
-    """The `karat status` command (karat.cli): checks the input, prints once or every ``--watch`` seconds."""
-    from karat.errors import KaratError
-    if args.watch is not None and not args.watch > 0:
-        raise KaratError(f"--watch: {args.watch!r} is not a positive number of seconds")
-    if args.calibration is not None and not Path(args.calibration).is_file():
-        raise KaratError(f"--calibration: {args.calibration!r} does not exist (write one with `karat calibrate`, "
-                         f"or use benchmarks/calibration/*.json)")
-    while True:
-        ps = profile_status(args.profile, args.params, calibration=args.calibration)
-        text = json.dumps(to_json(ps), indent=1) if args.json else render(ps)
-        if args.watch is None:
-            print(text)
-            return 0
-        print("\033[2J\033[H" + text if os.isatty(1) else text + "\n", flush=True)
-        try:
-            time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return 0
