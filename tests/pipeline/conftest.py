@@ -143,7 +143,7 @@ def slurm_snakemake(repo: Path, env: dict, *args: str, timeout: int) -> tuple[in
     """The slurm profile as shipped, plus: quick first status checks, and the SLURM logs of successful jobs
     kept (the test reads them)."""
     cmd = [tool("snakemake"), "--workflow-profile", "workflow/profiles/slurm",
-           "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs", *args]
+           "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs", *args]
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -174,11 +174,14 @@ def snakemake_run(tools, tmp_path_factory, slurm_cluster) -> SnakemakeRun:
     repo = tools.copy_repo(tmp_path_factory.mktemp("smk") / "repo")
     t0 = time.monotonic()
     if slurm_cluster.env is not None:
-        # At most 4 jobs at once, and OpenMP threads that sleep instead of spinning while they wait: the test
-        # node advertises 32 CPUs on a 2-core machine, and a dozen 2-thread jobs spinning on 2 cores made every
-        # training 5-10x slower than alone (neither changes what a job computes: its thread count is fixed).
+        # OpenMP threads that sleep instead of spinning while they wait: the test node advertises 32 CPUs on a
+        # 2-core machine, and a dozen 2-thread jobs spinning on 2 cores made every training 5-10x slower than alone
+        # (it does not change what a job computes: its thread count is fixed). Up to 12 jobs at once: the plugin
+        # sees finished jobs only at its status checks (2 s after a check that found one, then 10 s more after
+        # each that did not), so with 4 jobs the run went in waves of 4 jobs every ~45 s (520 s for 50 jobs
+        # of ~10 s); the DAG's waves are wider than that.
         env = {**slurm_cluster.env, "OMP_WAIT_POLICY": "PASSIVE"}
-        rc, out = slurm_snakemake(repo, env, "--jobs", "4", "--config", f"profile={PROFILE}", "threads_per_job=2",
+        rc, out = slurm_snakemake(repo, env, "--jobs", "12", "--config", f"profile={PROFILE}", "threads_per_job=2",
                                   timeout=2400)
         assert rc == 0, f"snakemake through SLURM failed ({rc}):\n{out[-8000:]}"
         print(f"[slurm] the {PROFILE} profile through SLURM took {time.monotonic() - t0:.0f} s")
@@ -194,9 +197,74 @@ def snakemake_repo(snakemake_run):
     return snakemake_run.repo
 
 
+# The DVC run: the session's Snakemake run, adopted into dvc.lock, then a chain of stages remade by DVC itself.
+# Running the whole profile a second time under DVC (about 9 minutes of 2 cores) checked again what the first run
+# checks; what is DVC's own is checked here on real outputs: `karat adopt-dvc` on every stage of the profile
+# (every kind of output verified before it is committed), and `dvc repro` making the stages whose outputs are gone,
+# of every kind the profile has (train, evaluate, each analysis, detection train and evaluate, report), from
+# DVC's own command lines in dvc.yaml, to the same weights, byte for byte, and the same numbers as Snakemake's
+# (tests/pipeline/test_end_to_end.py). DVC_REMADE: the runs whose stages DVC makes again.
+DVC_REMADE = ("cifar10_fixture-vit_tiny_patch4_32-softmax-s0", "coco_synth-vitdet_base_patch16_224-softmax-fixture-s0",
+              "cifar10_fixture-kan_k5_g10_r4_h10x10-none-s0")
+
+
+@dataclass
+class DvcRun:
+    """The DVC copy; the stages it remade; the sha256 of Snakemake's files that those stages remade."""
+    repo: Path
+    remade: set
+    adopted: str
+    before: dict
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files(repo: Path, outputs) -> dict:
+    out = {}
+    for rel in outputs:
+        path = repo / rel
+        paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        out.update({str(p.relative_to(repo)): _sha256(p) for p in paths if p.is_file()})
+    return out
+
+
 @pytest.fixture(scope="session")
-def dvc_repo(tools, tmp_path_factory):
-    repo = tools.copy_repo(tmp_path_factory.mktemp("dvc") / "repo")
+def dvc_run(tools, tmp_path_factory, snakemake_run) -> DvcRun:
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
+    shutil.copytree(snakemake_run.repo, repo, symlinks=True)
+    shutil.rmtree(repo / ".snakemake", ignore_errors=True)   # Snakemake's records are not DVC's
+    t0 = time.monotonic()
     run(["python", "-m", "karat", "dvc-yaml", "--profile", PROFILE, "--write"], repo, tools)
-    run([tools.tool("dvc"), "repro"], repo, tools)
-    return repo
+    subprocess.run(["git", "add", "dvc.yaml"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "ci dvc.yaml"],
+                   cwd=repo, check=True)
+    adopted = run(["python", "-m", "karat", "adopt-dvc", "--profile", PROFILE], repo, tools).stdout
+    t1 = time.monotonic()
+    remade = {s.name for s in _profile_stages(repo)
+              if any(s.name.endswith(f"-{rid}") for rid in DVC_REMADE) or s.name == "report"}
+    outputs = [o for s in _profile_stages(repo) if s.name in remade for o in s.all_outputs]
+    before = _files(repo, outputs)
+    for rel in outputs:
+        path = repo / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for rid in DVC_REMADE:   # and their resume state: the training starts from scratch under DVC
+        shutil.rmtree(repo / ".karat_state" / PROFILE / rid, ignore_errors=True)
+    out = run([tools.tool("dvc"), "repro"], repo, tools).stdout
+    print(f"[dvc] adoption of the {PROFILE} profile took {t1 - t0:.0f} s, DVC remade {len(remade)} stages in "
+          f"{time.monotonic() - t1:.0f} s")
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == remade, f"dvc repro ran {sorted(ran)}, expected exactly {sorted(remade)}:\n{out[-3000:]}"
+    return DvcRun(repo, remade, adopted, before)
+
+
+def _profile_stages(repo: Path):
+    from karat.pipeline import stages
+    return stages(PROFILE, str(repo / "params.yaml"))
+
+
+@pytest.fixture(scope="session")
+def dvc_repo(dvc_run):
+    return dvc_run.repo

@@ -1,6 +1,7 @@
-"""The `ci` profile end to end, through Snakemake and through DVC, each in a fresh copy of the repository.
+"""The `ci` profile end to end: through Snakemake (SLURM where a test cluster comes up), then under DVC in a copy
+of that run, adopted into dvc.lock, with a chain of stages of every kind remade by `dvc repro` (conftest.py).
 
-Checks: every declared artifact exists; both orchestrators produce the same tables; a second run with
+Checks: every declared artifact exists; DVC adopts every stage and remakes the same weights and tables; a second run with
 nothing changed does no work and answers within seconds; changing one experiment's hyperparameter reruns
 that experiment and what depends on it, and nothing else; changing the model code reruns training.
 
@@ -99,6 +100,53 @@ def test_dvc_produces_every_artifact_and_metrics(dvc_repo, tools):
         assert all(any(n.endswith(f"{rid}/log.csv") for n in names) for rid in (SOFTMAX, KARAT)), (name, names)
         assert all(float(r[column]) >= 0 and int(r["epoch"]) >= 1 for r in rows), name
     run([tools.tool("dvc"), "params", "diff", "--all"], dvc_repo, tools)
+
+
+def test_adoption_takes_every_stage_of_the_snakemake_run(dvc_run):
+    """`karat adopt-dvc` on the whole ci profile as Snakemake left it: every stage checked and committed."""
+    n = len(_profile_stage_names(dvc_run.repo))
+    assert f"adopted {n} stage(s) into dvc.lock" in dvc_run.adopted, dvc_run.adopted
+    assert "refused" not in dvc_run.adopted and "skipped" not in dvc_run.adopted, dvc_run.adopted
+
+
+def _profile_stage_names(repo: Path) -> list[str]:
+    from karat.pipeline import stages
+    return [s.name for s in stages(PROFILE, str(repo / "params.yaml"))]
+
+
+def _same_files(before: dict, repo: Path) -> list[str]:
+    """The files DVC remade that are missing, or weights whose bytes differ from Snakemake's (the records of
+    when and how fast, train.json / eval.json / log.csv, differ between two runs; the tables are compared below)."""
+    import hashlib
+    differ = []
+    for rel, digest in sorted(before.items()):
+        path = repo / rel
+        if not path.is_file():
+            differ.append(f"{rel}: not remade")
+        elif rel.endswith(".safetensors") and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            differ.append(f"{rel}: other bytes")
+    return differ
+
+
+def test_dvc_remakes_stages_to_the_same_weights_and_metrics(dvc_run, snakemake_repo):
+    """The stages DVC made again (every kind: train, evaluate, analyses, detection, report) gave Snakemake's
+    weights byte for byte (so the ViT-Det run that starts from the remade softmax weights was not rerun:
+    conftest asserts that DVC ran exactly those stages) and the same metrics."""
+    assert any(s.startswith("train-") for s in dvc_run.remade) and "report" in dvc_run.remade
+    assert {s.split("-", 1)[0] for s in dvc_run.remade} >= {"train", "evaluate", "analyze", "detect_train",
+                                                           "detect_evaluate", "report"}
+    weights = [rel for rel in dvc_run.before if rel.endswith(".safetensors")]
+    assert len(weights) >= 4, sorted(dvc_run.before)
+    assert _same_files(dvc_run.before, dvc_run.repo) == []
+    # the comparison sees one changed byte
+    forged = dict(dvc_run.before)
+    forged[weights[0]] = "0" * 64
+    assert _same_files(forged, dvc_run.repo) == [f"{weights[0]}: other bytes"]
+    for rid in ("cifar10_fixture-vit_tiny_patch4_32-softmax-s0", "cifar10_fixture-kan_k5_g10_r4_h10x10-none-s0"):
+        a, b = (json.loads((r / "runs" / PROFILE / rid / "metrics.json").read_text())
+                for r in (snakemake_repo, dvc_run.repo))
+        same = [k for k in a if not re.search(r"(img_s|mem|time|wall|_s$)", k)]   # what measures the machine
+        assert same and {k: b[k] for k in same} == {k: a[k] for k in same}, (rid, a, b)
 
 
 def _tables(repo: Path) -> dict[str, pd.DataFrame]:

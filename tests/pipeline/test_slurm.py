@@ -8,8 +8,8 @@ goes through `snakemake --workflow-profile workflow/profiles/slurm` in a fresh c
 
 Checks: every job of the DAG went through sbatch and srun (its SLURM log, named by its job id, runs the
 job's command, and accounting records the job and its srun step as completed); the tables equal those of
-the DVC run (conftest's `dvc_repo`, local: timing cells aside; test_end_to_end compares the same pair, this
-file says what it means for SLURM); a training job killed at its time limit is resubmitted and resumes after
+the DVC copy, where DVC remade a chain of runs and the report locally (conftest's `dvc_run`: timing cells
+aside; test_end_to_end compares the same pair, this file says what it means for SLURM); a training job killed at its time limit is resubmitted and resumes after
 its last finished epoch (.karat_state/) instead of starting over; a job with an account the user does not
 have is refused with the account named.
 
@@ -125,7 +125,8 @@ def test_ci_profile_runs_every_job_through_slurm(slurm_repo, slurm):
 
 
 def test_tables_equal_the_dvc_run(slurm_repo, dvc_repo):
-    """SLURM's tables are those of a local run (DVC's, which runs every stage in this process's environment)."""
+    """SLURM's tables are those of a local run: the DVC copy of the session's run, whose report, softmax ViT,
+    KAN and ViT-Det runs DVC made again in this process's environment (conftest's `dvc_run`)."""
     a, b = _tables(slurm_repo[0]), _tables(dvc_repo)
     assert a and sorted(a) == sorted(b)
     for name in a:
