@@ -156,3 +156,27 @@ def test_params_yaml_is_read_the_same_by_dvcs_libyaml_reader():
     reader allows, e.g. an unquoted URL in a flow mapping ({url: http://...}): DVC would fail on every stage."""
     assert _dvc_reads_the_same((REPO / "params.yaml").read_text())
     assert not _dvc_reads_the_same("files:\n  a.zip: {url: http://example.org/a.zip, md5: 0}\n")
+
+
+def _set_param_as_dvc_does(path: Path) -> str:
+    """What `dvc exp run --set-param recipes.demo.train.report_weights=raw_last` does to the file: DVC's own
+    round trip (dvc.utils.serialize.modify_yaml, ruamel.yaml without preserved quotes)."""
+    from dvc.utils.serialize import modify_yaml
+    with modify_yaml(str(path)) as data:
+        data["recipes"]["demo"]["train"]["report_weights"] = "raw_last"
+    return path.read_text()
+
+
+def test_params_yaml_stays_readable_after_dvc_set_param(tmp_path):
+    """`dvc exp run --set-param` rewrites params.yaml (quotes dropped); DVC must still read what it wrote, to the
+    values the pipeline reads. A quoted URL in a flow mapping passes the test above but not this one."""
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    text = _set_param_as_dvc_does(params)
+    assert yaml.safe_load(text)["recipes"]["demo"]["train"]["report_weights"] == "raw_last"
+    assert _dvc_reads_the_same(text)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text('recipes: {demo: {train: {report_weights: ema_best}}}\n'
+                    'files:\n  a.zip: {url: "http://example.org/a.zip", md5: 0}\n')
+    assert _dvc_reads_the_same(flow.read_text())
+    assert not _dvc_reads_the_same(_set_param_as_dvc_does(flow))

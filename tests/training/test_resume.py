@@ -127,8 +127,9 @@ def test_changed_recipe_starts_from_scratch(tmp_path, cifar_small, capsys):
 def test_identical_runs_publish_byte_identical_files(tmp_path, cifar_small):
     """DVC hashes files: two identical runs, in two processes with different hash seeds, must publish the same
     bytes (every weights file and snapshots/index.json), or DVC sees a change and reruns all that follows
-    (issue 22: safetensors wrote its header keys in a random order). metrics.json also carries the measured
-    speed and memory, which differ; its results agree."""
+    (issue 22: safetensors wrote its header keys in a random order), and the same metrics.json (DVC's metric:
+    top-1 / top-5 only, issue 21). eval.json also carries the measured speed and memory, which differ; its loss
+    agrees."""
     import hashlib
 
     from karat.training import evaluate
@@ -142,10 +143,12 @@ def test_identical_runs_publish_byte_identical_files(tmp_path, cifar_small):
                              env={**child_env(), "PYTHONHASHSEED": seed}, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
         evaluate(spec)
-        files = sorted(p for p in spec.out_dir.rglob("*") if p.suffix == ".safetensors" or p.name == "index.json")
+        files = sorted(p for p in spec.out_dir.rglob("*")
+                       if p.suffix == ".safetensors" or p.name in ("index.json", "metrics.json"))
         digests.append({str(p.relative_to(spec.out_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
-        m = json.loads((spec.out_dir / "metrics.json").read_text())
-        metrics.append({k: m[k] for k in ("top1", "top5", "loss")})
-    assert len(digests[0]) == 8, sorted(digests[0])    # 4 weights, 3 snapshots and their index
+        assert sorted(json.loads((spec.out_dir / "metrics.json").read_text())) == ["top1", "top5"]
+        results = json.loads((spec.out_dir / "eval.json").read_text())["results"]
+        metrics.append({weights: r["loss"] for weights, r in results.items()})
+    assert len(digests[0]) == 9, sorted(digests[0])    # 4 weights, 3 snapshots and their index, metrics.json
     assert digests[0] == digests[1]
     assert metrics[0] == metrics[1]
