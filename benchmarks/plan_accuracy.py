@@ -3,6 +3,11 @@
     nice -n 10 python benchmarks/plan_accuracy.py                      # the demo profile (about 15 min idle)
     python benchmarks/plan_accuracy.py --profile ci                      # minutes
     python benchmarks/plan_accuracy.py --profile demo --epochs 2         # the demo with fewer epochs
+    python benchmarks/plan_accuracy.py --runs /tmp/demo                  # calibrate, judge a finished run
+
+With ``--runs DIR`` (a finished pipeline run of the profile, e.g. a fresh clone after `scripts/run_pipeline.sh`)
+nothing is trained: the calibration runs in DIR with DIR's params.yaml, and the measured seconds are read from
+DIR's runs (the same log.csv sums); the stage wall column is then the run's train.json wall time.
 
 In a fresh working folder (``--workdir``, default a temporary one) with a copy of params.yaml (its local data
 paths made absolute; ``--epochs`` overrides the profile's epochs): fetch and prepare the profile's data, run
@@ -60,18 +65,28 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     ap.add_argument("--steps", type=int, default=3, help="calibration steps per configuration")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--runs", default=None, help="a finished pipeline run folder of the profile: judge its runs "
+                                                 "instead of training them here")
     args = ap.parse_args(argv)
+    if args.runs is not None and args.epochs is not None:
+        ap.error("--epochs: not with --runs (the finished runs have the epochs they ran)")
 
     from karat.pipeline import plan as plan_mod
     from karat.pipeline import stages
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="plan_accuracy-"))
-    work.mkdir(parents=True, exist_ok=True)
-    params = _params_copy(work, args.profile, args.epochs)
+    if args.runs is not None:
+        work = Path(args.runs).resolve()
+        params = work / "params.yaml"
+        if not params.is_file():
+            ap.error(f"--runs: {str(work)!r} has no params.yaml; allowed: a pipeline run folder (a clone)")
+    else:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="plan_accuracy-"))
+        work.mkdir(parents=True, exist_ok=True)
+        params = _params_copy(work, args.profile, args.epochs)
     load_before = os.getloadavg()[0]
     jobs = stages(args.profile, str(params))
     for s in jobs:
-        if s.kind in ("fetch", "prepare"):
+        if s.kind in ("fetch", "prepare") and args.runs is None:
             _run(s.cmd, work)
     cal_path = work / "calibration.json"
     t_cal = _run(f"{sys.executable} -m karat calibrate --params {params} --profile {args.profile} "
@@ -84,7 +99,13 @@ def main(argv=None) -> int:
         if s.kind != "train":
             continue
         rid = s.wildcards["run"]
-        wall = _run(s.cmd.replace("python -m karat", f"{sys.executable} -m karat", 1), work)
+        if args.runs is None:
+            wall = _run(s.cmd.replace("python -m karat", f"{sys.executable} -m karat", 1), work)
+        else:
+            done = work / "runs" / args.profile / rid / "train.json"
+            if not done.is_file():
+                raise SystemExit(f"--runs: {rid} has not finished in {work} (no {done.name})")
+            wall = float(json.loads(done.read_text())["wall_time_s"])
         with open(work / "runs" / args.profile / rid / "log.csv", newline="") as fh:
             measured = sum(float(r["epoch_time_s"]) for r in csv.DictReader(fh))
         rows.append((rid, planned[rid].train_s, measured, wall))
@@ -92,6 +113,7 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()[0]
 
     print(f"\nplan accuracy: profile {args.profile}" + (f" (epochs {args.epochs})" if args.epochs else "")
+          + (f" (finished runs in {work})" if args.runs else "")
           + f", {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} cores, calibration "
           f"{t_cal:.0f} s ({args.steps} steps), load average {load_before:.1f} before / {load_after:.1f} after")
     print("| run | planned train s | measured epochs s | measured / planned | stage wall s |")

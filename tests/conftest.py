@@ -27,7 +27,8 @@ def xdist_group(item) -> str:
     return f"{folder}/{path.name}"
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.hookimpl(tryfirst=True)   # before xdist's worker reads the marks into the node ids (its hook runs first
+def pytest_collection_modifyitems(config, items):  # otherwise, and the groups were silently ignored)
     for item in items:
         item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
 

@@ -252,7 +252,9 @@ def dvc_run(tools, tmp_path_factory, snakemake_run) -> DvcRun:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     for rid in DVC_REMADE:   # and their resume state: the training starts from scratch under DVC
         shutil.rmtree(repo / ".karat_state" / PROFILE / rid, ignore_errors=True)
-    out = run([tools.tool("dvc"), "repro"], repo, tools).stdout
+    # --no-run-cache: adoption put the outputs in DVC's cache and run-cache, from which a plain `dvc repro` would
+    # check the deleted outputs out again instead of running the stages
+    out = run([tools.tool("dvc"), "repro", "--no-run-cache"], repo, tools).stdout
     print(f"[dvc] adoption of the {PROFILE} profile took {t1 - t0:.0f} s, DVC remade {len(remade)} stages in "
           f"{time.monotonic() - t1:.0f} s")
     ran = set(re.findall(r"Running stage '([^']+)'", out))

@@ -7,7 +7,8 @@ and evaluation batch (the head's class count and input channels come with the mo
 * ``train_step_s``: one training step as the training loop makes it (karat.training.loop: forward under the
   recipe's autocast, cross-entropy, backward, gradient clipping when the recipe clips, AdamW with the run's
   parameter groups, EMA update when the recipe keeps one), on random images of the run's shape; ``warmup``
-  untimed steps, then ``steps`` steps timed between device synchronisations, the mean.
+  untimed steps, then ``steps`` steps, each timed between device synchronisations: the median (robust to a step
+  that loses the CPU to another process).
 * ``eval_step_s``: one evaluation batch (``eval_batch_size`` images, inference mode, same autocast).
 * ``peak_memory_bytes``: on CUDA ``torch.cuda.max_memory_allocated`` over the timed training steps
   (``memory_kind: cuda_max_allocated``). A CPU has no allocator peak to read per configuration, so there it is
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -117,6 +119,18 @@ def _input(model, batch: int, device):
     return torch.randn(batch, chans, *img, generator=gen).to(device)
 
 
+def _median_time(step, sync, steps: int) -> float:
+    """The median of ``steps`` timed calls, each between device synchronisations: one step that loses the CPU
+    to another process (a shared machine) does not move it, as it moves a mean."""
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def measure(cfg: dict, device: str = "cpu", steps: int = 3, warmup: int = 1) -> dict:
     """Time ``steps`` training steps and evaluation batches of one configuration (see the module doc)."""
     import torch
@@ -163,11 +177,7 @@ def measure(cfg: dict, device: str = "cpu", steps: int = 3, warmup: int = 1) -> 
     sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    sync()
-    train_s = (time.perf_counter() - t0) / steps
+    train_s = _median_time(train_step, sync, steps)
     if dev.type == "cuda":
         memory, kind = int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
     else:
@@ -186,11 +196,7 @@ def measure(cfg: dict, device: str = "cpu", steps: int = 3, warmup: int = 1) -> 
     for _ in range(warmup):
         eval_step()
     sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        eval_step()
-    sync()
-    eval_s = (time.perf_counter() - t0) / steps
+    eval_s = _median_time(eval_step, sync, steps)
     return {"train_step_s": train_s, "eval_step_s": eval_s, "train_image_s": train_s / cfg["batch_size"],
             "eval_image_s": eval_s / cfg["eval_batch_size"], "peak_memory_bytes": memory, "memory_kind": kind,
             "params": int(params), "gflops": float(gflops), "steps": steps, "warmup": warmup}
