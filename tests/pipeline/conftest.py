@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -252,8 +253,13 @@ def dvc_run(tools, tmp_path_factory, snakemake_run) -> DvcRun:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     for rid in DVC_REMADE:   # and their resume state: the training starts from scratch under DVC
         shutil.rmtree(repo / ".karat_state" / PROFILE / rid, ignore_errors=True)
-    # --no-run-cache: adoption put the outputs in DVC's cache and run-cache, from which a plain `dvc repro` would
-    # check the deleted outputs out again instead of running the stages
+    # Adoption put the outputs in DVC's cache with their stages' records in dvc.lock (and the run-cache), from which
+    # `dvc repro` would check the deleted outputs out again instead of running the stages: drop those records, as if
+    # DVC had never run them, and bypass the run-cache.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert remade <= set(lock["stages"]), sorted(remade - set(lock["stages"]))
+    lock["stages"] = {name: rec for name, rec in lock["stages"].items() if name not in remade}
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
     out = run([tools.tool("dvc"), "repro", "--no-run-cache"], repo, tools).stdout
     print(f"[dvc] adoption of the {PROFILE} profile took {t1 - t0:.0f} s, DVC remade {len(remade)} stages in "
           f"{time.monotonic() - t1:.0f} s")
