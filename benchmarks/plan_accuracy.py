@@ -4,6 +4,7 @@
     python benchmarks/plan_accuracy.py --profile ci                      # minutes
     python benchmarks/plan_accuracy.py --profile demo --epochs 2         # the demo with fewer epochs
     python benchmarks/plan_accuracy.py --runs /tmp/demo                  # calibrate, judge a finished run
+    python benchmarks/plan_accuracy.py --runs /tmp/demo --calibration benchmarks/calibration/cpu-2core.json
 
 With ``--runs DIR`` (a finished pipeline run of the profile, e.g. a fresh clone after `scripts/run_pipeline.sh`)
 nothing is trained: the calibration runs in DIR with DIR's params.yaml, and the measured seconds are read from
@@ -67,7 +68,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--runs", default=None, help="a finished pipeline run folder of the profile: judge its runs "
                                                  "instead of training them here")
+    ap.add_argument("--calibration", default=None, help="price with this calibration file instead of calibrating "
+                                                        "here first")
     args = ap.parse_args(argv)
+    if args.calibration is not None and not Path(args.calibration).is_file():
+        ap.error(f"--calibration: {args.calibration!r} does not exist")
     if args.runs is not None and args.epochs is not None:
         ap.error("--epochs: not with --runs (the finished runs have the epochs they ran)")
 
@@ -88,9 +93,12 @@ def main(argv=None) -> int:
     for s in jobs:
         if s.kind in ("fetch", "prepare") and args.runs is None:
             _run(s.cmd, work)
-    cal_path = work / "calibration.json"
-    t_cal = _run(f"{sys.executable} -m karat calibrate --params {params} --profile {args.profile} "
-                 f"--steps {args.steps} --output {cal_path}", work)
+    if args.calibration is not None:
+        cal_path, t_cal = Path(args.calibration).resolve(), 0.0
+    else:
+        cal_path = work / "calibration.json"
+        t_cal = _run(f"{sys.executable} -m karat calibrate --params {params} --profile {args.profile} "
+                     f"--steps {args.steps} --output {cal_path}", work)
     os.chdir(work)   # the plan reads the profile's paths relative to the working copy
     plan = plan_mod.plan(args.profile, str(params), calibration=str(cal_path))
     planned = {r.run_id: r for r in plan.runs}
@@ -115,7 +123,8 @@ def main(argv=None) -> int:
     print(f"\nplan accuracy: profile {args.profile}" + (f" (epochs {args.epochs})" if args.epochs else "")
           + (f" (finished runs in {work})" if args.runs else "")
           + f", {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} cores, calibration "
-          f"{t_cal:.0f} s ({args.steps} steps), load average {load_before:.1f} before / {load_after:.1f} after")
+          + (f"{cal_path} (given)" if args.calibration else f"{t_cal:.0f} s ({args.steps} steps)")
+          + f", load average {load_before:.1f} before / {load_after:.1f} after")
     print("| run | planned train s | measured epochs s | measured / planned | stage wall s |")
     print("|---|---:|---:|---:|---:|")
     for rid, p, m, w in rows:

@@ -228,7 +228,9 @@ def _files(repo: Path, outputs) -> dict:
     for rel in outputs:
         path = repo / rel
         paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        out.update({str(p.relative_to(repo)): _sha256(p) for p in paths if p.is_file()})
+        # (not Snakemake's own marker in a directory output, which DVC neither makes nor needs)
+        out.update({str(p.relative_to(repo)): _sha256(p) for p in paths
+                    if p.is_file() and p.name != ".snakemake_timestamp"})
     return out
 
 
