@@ -246,7 +246,7 @@ def calibrate(profiles: list[str], params_path: str = DEFAULT_PARAMS, device: st
             # the 1-minute load average before and after: above the core count, other work shared the machine
             # and the rates are slower than this machine alone would give
             "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-            "notes": ("Measured by `karat calibrate`: mean of timed training steps (forward, backward, clipping, "
+            "notes": ("Measured by `karat calibrate`: median of timed training steps (forward, backward, clipping, "
                       "AdamW, EMA) and evaluation batches on random inputs; data loading not included. "
                       + ("Peak memory: CUDA max allocated." if device == "cuda" else
                          "Peak memory on CPU is an estimate (saved-for-backward bytes + parameter copies).")),
