@@ -28,6 +28,12 @@ blocks' output, AdamW step on the blocks' parameters; saved bytes and step time 
 
     python benchmarks/attention_memory.py                     # CPU, prints a markdown table
     python benchmarks/attention_memory.py --settings swin,vitdet [--quick]
+    python benchmarks/attention_memory.py --settings demo --threads 2 --repeats 5
+
+The demo model (issue 23, ``--settings demo``): the demo profile's runs (params.yaml profiles.demo: ViT-Tiny
+32/4, depth 4, batch 64 as its recipe gives; softmax, G3B, G3U, DoG-B, plus DoG-B on the reference path), training
+steps round-robin as above, with the first (warm-up) step's time, which includes compiling the unit kernels, and
+each configuration's ratio to G3B (the issue asked DoG-B <= 1.3x G3B); run it with the demo's 2 threads.
     python benchmarks/attention_memory.py --device cuda --amp bf16
 """
 from __future__ import annotations
@@ -128,9 +134,34 @@ def measure_families(families, amp, warmup, repeats, device, quick):
         del built, opts
 
 
-def build(name, attention, fused, device):
+#: the demo profile's model and batch (params.yaml: model_overrides depth 4, recipe demo batch_size 64)
+DEMO_MODEL, DEMO_IMG, DEMO_BATCH, DEMO_OVERRIDES = "vit_tiny_patch4_32", 32, 64, {"depth": 4}
+DEMO_CONFIGS = [("softmax", "softmax"), ("G3B", "G3B"), ("G3U", "G3U"), ("dog-B", {"basis": "dog"}),
+                ("dog-B reference", {"basis": "dog", "impl": "reference"})]
+
+
+def measure_demo(amp, warmup, repeats, device, batch):
+    """The demo's runs: saved bytes, first step (compiling included), median step, ratios to G3B; one
+    round-robin run (``measure``), a markdown table."""
+    batch = batch or DEMO_BATCH
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, DEMO_IMG, DEMO_IMG, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    models = [build(DEMO_MODEL, att, None, device, **DEMO_OVERRIDES).train() for _, att in DEMO_CONFIGS]
+    sbs, ts, _, firsts = measure(models, x, y, amp, warmup, repeats, device, first=True)
+    ref = ts[1]
+    print(f"\n| model | N | batch | attention | saved for backward (MiB) | first step, compiling (s) | step (s) "
+          f"| × G3B | × softmax |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    n = (DEMO_IMG // 4) ** 2 + 1
+    for (label, _), sb, t, t1 in zip(DEMO_CONFIGS, sbs, ts, firsts):
+        print(f"| {DEMO_MODEL} depth {DEMO_OVERRIDES['depth']} | {n} | {batch} | {label} | {sb / 2**20:.1f} | "
+              f"{t1:.2f} | {t:.3f} | {t / ref:.2f} | {t / ts[0]:.2f} |", flush=True)
+
+
+def build(name, attention, fused, device, **overrides):
     torch.manual_seed(0)
-    m = karat.create_model(name, num_classes=10, attention=attention).to(device)
+    m = karat.create_model(name, num_classes=10, attention=attention, **overrides).to(device)
     if fused is not None:
         for blk in m.blocks:
             blk.attn.fused_attn = fused
@@ -175,21 +206,26 @@ def one_step(model, opt, x, y, amp, device, hooks=contextlib.nullcontext()):
     return time.perf_counter() - t0, peak
 
 
-def measure(models, x, y, amp, warmup, repeats, device):
+def measure(models, x, y, amp, warmup, repeats, device, first=False):
     """Round-robin over the configurations (one step of each in turn), so that load from other processes on a
     shared machine drifts over all of them alike. The first (warm-up) step of each also records the bytes
-    saved for backward. Returns (saved bytes, median step time, peak allocated) per configuration."""
+    saved for backward. Returns (saved bytes, median step time, peak allocated) per configuration, and with
+    ``first`` also the first step's time (the unit kernels compile in it)."""
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
     saved = [SavedBytes(m) for m in models]
     times = [[] for _ in models]
     peaks = [0 for _ in models]
+    firsts = [0.0 for _ in models]
     for i in range(max(warmup, 1) + repeats):
         for j, (m, o) in enumerate(zip(models, opts)):
             t, p = one_step(m, o, x, y, amp, device, saved[j].hooks() if i == 0 else contextlib.nullcontext())
             peaks[j] = max(peaks[j], p)
+            if i == 0:
+                firsts[j] = t
             if i >= max(warmup, 1):
                 times[j].append(t)
-    return [s.total for s in saved], [statistics.median(t) for t in times], peaks
+    out = [s.total for s in saved], [statistics.median(t) for t in times], peaks
+    return out + (firsts,) if first else out
 
 
 @torch.no_grad()
@@ -223,7 +259,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads; 1 (default) keeps timings stable on a shared CPU, 0 leaves torch's")
     ap.add_argument("--settings", default="224,32",
-                    help="comma list of 224 / 32 (ViT-Tiny) and swin / vitdet (family blocks, issue 23)")
+                    help="comma list of 224 / 32 (ViT-Tiny), swin / vitdet (family blocks, issue 23) and demo "
+                         "(the demo profile's model and runs, ratios to G3B)")
     ap.add_argument("--inference-only", action="store_true",
                     help="ViT settings: only the inference table (eval, no autograd), no training steps")
     ap.add_argument("--batch", type=int, default=0, help="ViT settings: batch size instead of 32 / 128")
@@ -242,9 +279,9 @@ def main(argv=None):
     device = torch.device(a.device)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if a.amp == "bf16" else contextlib.nullcontext
     tokens = [t.strip() for t in a.settings.split(",") if t.strip()]
-    bad = [t for t in tokens if t not in ("224", "32", *FAMILY_SETTINGS)]
+    bad = [t for t in tokens if t not in ("224", "32", "demo", *FAMILY_SETTINGS)]
     if bad:
-        ap.error(f"--settings: {bad[0]!r} is not allowed; allowed: 224, 32, {', '.join(FAMILY_SETTINGS)}")
+        ap.error(f"--settings: {bad[0]!r} is not allowed; allowed: 224, 32, demo, {', '.join(FAMILY_SETTINGS)}")
     wanted = {int(t) for t in tokens if t.isdigit()}
     families = [t for t in tokens if t in FAMILY_SETTINGS]
     names = [c[0] for c in CONFIGS] if a.configs == "all" else [n.strip() for n in a.configs.split(",") if n.strip()]
@@ -257,6 +294,8 @@ def main(argv=None):
           + f", amp {a.amp}, warmup {a.warmup}, repeats {a.repeats} (median)\n")
     if families:
         measure_families(families, amp, a.warmup, a.repeats, device, a.quick)
+    if "demo" in tokens:
+        measure_demo(amp, a.warmup, a.repeats, device, a.batch)
     if not wanted:
         return
     cols = "| model | N | batch | attention | saved for backward (MiB) | × fused | × eager | step (s) | × eager | × fused |"
