@@ -86,7 +86,11 @@ def test_train_stages_do_not_read_eval_only_keys():
     train = [k for s in st if s.kind == "train" for k in s.params]
     evaluate = [k for s in st if s.kind == "evaluate" for k in s.params]
     assert train and not [k for k in train if k.rsplit(".", 1)[-1] in EVAL_ONLY_TRAIN_KEYS]
-    assert "recipes.demo.train.report_weights" in evaluate
+    # an evaluate stage reads whole sections (one key each: DVC walks the whole params file for every key it is
+    # given); a train stage the train sections by leaves, so that adding an eval-only key later changes nothing
+    assert "recipes.demo.train" in evaluate and "recipes.demo.train.report_weights" not in evaluate
+    assert "recipes.demo.train.lr" in train and "recipes.demo.train" not in train
+    assert "recipes.demo.data" in train and not [k for k in train if k.startswith("recipes.demo.data.")]
     # a derived run reads its own group's options, never the whole list of groups
     assert not [k for s in st for k in s.params if k == f"profiles.{PROFILE}.groups"]
     assert not [k for s in st for k in s.params if k == f"profiles.{PROFILE}.detection"]

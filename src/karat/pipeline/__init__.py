@@ -130,18 +130,24 @@ def param_value(params: dict, key: str):
 
 
 def _leaves(params: dict, key: str, skip: tuple = ()) -> list[str]:
-    """The keys under ``key`` down to the leaves (a list is one value), less ``skip`` at the first level; []
-    when ``key`` is absent. Leaves, not the section: the stage then does not rerun for keys it never reads."""
+    """The keys a stage declares for the section ``key``; [] when it is absent.
+
+    Without ``skip`` the stage reads every key of the section: the section is one key (DVC compares its whole
+    value). With ``skip`` (a train stage's train section, which may hold keys that do not change the weights),
+    the keys down to the leaves (a list is one value) less ``skip`` at the first level, so the stage does not rerun
+    for a key it never reads, nor when such a key is added later (the declared keys stay the same). Fewer keys
+    keep DVC fast: it finds each declared key by walking the whole params file (dpath), so `dvc status` on the
+    ci profile took 8.7 s with every section by leaves (1,470 keys) on a 2-core machine."""
     value = param_value(params, key)
     if value is _MISSING:
         return []
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not skip:
         return [key]
     out = []
     for k, v in value.items():
         if k in skip:
             continue
-        out += _leaves(params, f"{key}.{k}") if isinstance(v, dict) and v else [f"{key}.{k}"]
+        out += _leaves(params, f"{key}.{k}", ("",)) if isinstance(v, dict) and v else [f"{key}.{k}"]
     return out
 
 
