@@ -16,23 +16,33 @@ import pytest
 import torch
 import yaml
 
-from karat.pipeline import DEFAULT_THREADS, TORCH_KINDS, stages
+from karat.pipeline import DEFAULT_THREADS, LIGHT_ANALYSES, TORCH_KINDS, stages
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _light(s) -> bool:
+    return s.kind == "analyze" and s.wildcards["analysis"] in LIGHT_ANALYSES
+
+
 def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path):
+    light = 0
     for s in stages("ci", str(REPO / "params.yaml")):
-        if s.kind in TORCH_KINDS:
+        if _light(s):   # one thread, whatever the profile says: two side by side on two cores
+            assert "--threads 1 " in s.cmd and s.threads == 1 and '"threads": 1' in s.reads, s.name
+            light += 1
+        elif s.kind in TORCH_KINDS:
             assert f"--threads {DEFAULT_THREADS} " in s.cmd and s.threads == DEFAULT_THREADS, s.name
         else:
             assert "--threads" not in s.cmd, s.name
+    assert light and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in stages("ci", str(REPO / "params.yaml"))}
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     doc["profiles"]["ci"]["threads"] = 3
     other = tmp_path / "params.yaml"
     other.write_text(yaml.safe_dump(doc, sort_keys=False))
-    changed = [s for s in stages("ci", str(other)) if s.kind in TORCH_KINDS]
+    changed = [s for s in stages("ci", str(other)) if s.kind in TORCH_KINDS and not _light(s)]
     assert changed and all("--threads 3 " in s.cmd and '"threads": 3' in s.reads for s in changed)
+    assert all("--threads 1 " in s.cmd for s in stages("ci", str(other)) if _light(s))
 
 
 def _threads_after(args: list[str], omp: str) -> subprocess.CompletedProcess:

@@ -58,6 +58,11 @@ TORCH_KINDS = frozenset({"train", "evaluate", "analyze", "detect_train", "detect
 # CPU profiles (ci, demo, families) were measured with on the reference 2-core machine; a GPU profile
 # loses nothing by it (the GPU computes, data loading has its own worker processes).
 DEFAULT_THREADS = 2
+# Analyses of one run that compute little (a few forwards at most; their time is mostly Python and torch start-up):
+# one intra-op thread each, whatever the profile's ``threads``, so that a scheduler with two cores runs two side
+# by side (the demo's 19 such stages took 130 s one after the other at 2 threads). Fixed like the others, so their
+# numbers are the same on every machine. The landscape and the compute profile use the profile's threads.
+LIGHT_ANALYSES = frozenset({"curves", "weights", "spectra", "attention_maps", "functions"})
 # Train-recipe keys that do not change the trained weights (how a run is evaluated or reported): a train
 # stage does not depend on them, its evaluate stage does. The same keys as
 # karat.training.loop.NOT_IN_FINGERPRINT["train"] (which imports torch; tests/pipeline/test_dvc_granular.py
@@ -302,12 +307,13 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
                 run_inputs = [f"{run_dir}/model.safetensors", f"{run_dir}/train.json"]
             data_inputs = [] if aname in ("curves", "weights") else [str(spec.prepared_dir)]
             log = f"logs/{p}/analyze/{aname}-{rid}.log"
+            at = 1 if aname in LIGHT_ANALYSES else nt
             out.append(Stage(
                 name=f"analyze-{aname}-{rid}", kind="analyze", wildcards={"analysis": aname, "run": rid},
-                cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log, threads=nt),
+                cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log, threads=at),
                 deps=tuple(run_inputs + data_inputs + code["analyze"]), outs=(adir,),
                 params=tuple(akeys), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0},
-                threads=nt, reads=_reads(params, akeys, threads=nt)))
+                threads=at, reads=_reads(params, akeys, threads=at)))
             analysis_dirs.append(adir)
 
     out += _detection_stages(params, prof, pp, code, use_gpu, nt)
@@ -406,5 +412,5 @@ def detect_gpus() -> int:
         return 0
 
 
-__all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "Stage", "TORCH_KINDS", "by_name", "code_files",
+__all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "LIGHT_ANALYSES", "Stage", "TORCH_KINDS", "by_name", "code_files",
            "detect_gpus", "param_value", "profile_threads", "stages"]
