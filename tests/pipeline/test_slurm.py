@@ -157,6 +157,7 @@ def _epoch_seconds(repo: Path, env: dict, params: dict, run_id: str) -> float:
     shutil.rmtree(repo / ".karat_state" / PROFILE / run_id, ignore_errors=True)   # 3 epochs from scratch
     calib = json.loads(json.dumps(params))
     calib["profiles"][PROFILE]["overrides"]["train"]["epochs"] = 3
+    calib["profiles"][PROFILE]["threads"] = params["profiles"][PROFILE]["threads"]
     (repo / "params_calib.yaml").write_text(yaml.safe_dump(calib, sort_keys=False))
     res = subprocess.run([sys.executable, "-m", "karat", "train", "--params", "params_calib.yaml", "--profile", PROFILE,
                           "--run", run_id], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
@@ -173,6 +174,9 @@ def test_time_limit_kill_resumes_when_resubmitted(slurm_repo, slurm, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(slurm_repo[0], repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    # one torch thread: the job only has to outlive its limit, and on a 2-core machine the other pytest worker
+    # gets the second core for those minutes (the timing below uses the same count)
+    params["profiles"][PROFILE]["threads"] = 1
     # ~150 s of epochs at the fastest epoch just measured (startup comes on top), so that the 1-minute limit (and
     # slurmctld's time-limit check and its 5 s kill wait) falls mid-training even if the job runs twice as fast
     # as that timing: under pytest-xdist the other worker's load can end between the timing and the job (100 s at
