@@ -7,9 +7,17 @@ A test goes to a worker with its whole group, so that an expensive fixture is bu
 * the ``analysis`` folder, whose session fixture trains the runs its tests analyse;
 * otherwise the test's module, so that a module-scoped fixture is built once.
 
+The ``e2e`` group goes first: it is the longest chain of the suite (about 1,000 s on one worker: the Snakemake
+run, then the DVC and SLURM checks that read it), so it must start at once. xdist would otherwise hand out groups
+largest first by test count (its "loadscope reorder"), and the e2e group, with few but long tests, started only
+after several others. So the collection is ordered here (e2e, then the other groups largest first, as xdist
+would) and xdist's own reordering is switched off.
+
 Without xdist (a plain `pytest`, or `-n 0`) the marks change nothing.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
@@ -27,12 +35,25 @@ def xdist_group(item) -> str:
     return f"{folder}/{path.name}"
 
 
+def order(groups: list[str]) -> list[int]:
+    """Indices of the items in the order xdist should hand them out: the e2e group first, then the groups
+    largest first (by test count), each group's items together and in collection order."""
+    size, first = Counter(groups), {}
+    for k, g in enumerate(groups):
+        first.setdefault(g, k)
+    return sorted(range(len(groups)), key=lambda k: (groups[k] != "e2e", -size[groups[k]], first[groups[k]]))
+
+
 @pytest.hookimpl(tryfirst=True)   # before xdist's worker reads the marks into the node ids (its hook runs first
 def pytest_collection_modifyitems(config, items):  # otherwise, and the groups were silently ignored)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    groups = [xdist_group(item) for item in items]
+    for item, group in zip(items, groups):
+        item.add_marker(pytest.mark.xdist_group(group))
+    items[:] = [items[k] for k in order(groups)]
 
 
 def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):   # xdist hands the groups out in the order above
+        config.option.loadscopereorder = False
     # the mark exists without pytest-xdist too (scripts/run_tests.sh with KARAT_TEST_WORKERS=0, or plain pytest)
     config.addinivalue_line("markers", "xdist_group(name): tests that share a session fixture run on one worker")

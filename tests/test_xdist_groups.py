@@ -62,3 +62,46 @@ def test_end_to_end_tests_share_one_worker(tmp_path):
 def test_without_the_groups_they_spread(tmp_path):
     """The check above can fail: without the grouping hook xdist spreads the same tests over both workers."""
     assert len(_workers(tmp_path / "plain", "")) == 2
+
+
+ORDER_MODULE = '''
+import os
+import pytest
+
+def _log(kind):
+    with open(os.path.join(os.path.dirname(__file__), "..", "order.txt"), "a") as fh:
+        print(kind, os.environ["PYTEST_XDIST_WORKER"], file=fh)
+
+@pytest.mark.parametrize("i", range({n}))
+def test_{kind}({fixture}, i):
+    _log("{kind}")
+'''
+
+
+def _first_on_the_e2e_worker(tmp_path: Path, conftest: str) -> list[str]:
+    """The kinds of test the worker that ran the end-to-end tests ran, in order; two big groups of other tests
+    come first in collection order and by size."""
+    (tmp_path / "pipeline").mkdir(parents=True)
+    (tmp_path / "conftest.py").write_text(conftest + FIXTURES)
+    for name, kind, n, fixture in (("test_a.py", "other", 30, "other"), ("test_b.py", "other", 30, "other"),
+                                   ("test_z.py", "e2e", 4, "snakemake_run")):
+        (tmp_path / "pipeline" / name).write_text(ORDER_MODULE.format(n=n, kind=kind, fixture=fixture))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--dist",
+                          "loadgroup", "-q", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    lines = [line.split() for line in (tmp_path / "order.txt").read_text().splitlines()]
+    assert len(lines) == 64, lines
+    e2e_worker = next(worker for kind, worker in lines if kind == "e2e")
+    return [kind for kind, worker in lines if worker == e2e_worker]
+
+
+def test_the_end_to_end_group_starts_first(tmp_path):
+    """The e2e group (the suite's longest chain) is the first thing its worker runs."""
+    ours = (HERE / "conftest.py").read_text()
+    kinds = _first_on_the_e2e_worker(tmp_path / "ours", ours)
+    assert kinds[:4] == ["e2e"] * 4, kinds
+    # the check can fail: with xdist's own reordering (largest group first) the two big groups go first
+    reordering = ours.replace("config.option.loadscopereorder = False", "pass")
+    assert reordering != ours
+    kinds = _first_on_the_e2e_worker(tmp_path / "reorder", reordering)
+    assert kinds[0] == "other", kinds
