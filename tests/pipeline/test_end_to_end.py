@@ -270,6 +270,12 @@ def test_dvc_reruns_exactly_what_changed(dvc_repo, tools, tmp_path):
         assert not any(s.endswith(SOFTMAX) for s in changed), sorted(changed)
         assert not any(s.startswith(("fetch", "prepare")) for s in changed), sorted(changed)
 
+    # DVC hashes the source folders as folders: bytecode and the folders' READMEs are not code (.dvcignore)
+    (repo / "src/karat/models/__pycache__").mkdir(exist_ok=True)
+    (repo / "src/karat/models/__pycache__/stray.cpython-311.pyc").write_bytes(b"not code")
+    readme = repo / "src/karat/training/README.md"
+    readme.write_text(readme.read_text() + "\nA note.\n")
+    assert _dvc_changed(repo, tools) == second
     model_code = next((repo / "src/karat/models").glob("*.py"))
     model_code.write_text(model_code.read_text() + "\n# a change to the model code\n")
     assert {f"train-{SOFTMAX}", f"train-{KARAT}"} <= _dvc_changed(repo, tools)

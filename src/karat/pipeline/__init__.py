@@ -91,17 +91,23 @@ class Stage:
         return tuple(self.outs) + tuple(self.metrics) + tuple(self.plots)
 
 
+def source_files(entry: str, root: Path = REPO_ROOT) -> set[str]:
+    """The code files of one CODE entry (a file, or a folder's .py / .yaml / .json / .csv files outside
+    __pycache__), relative to the repository root."""
+    path = root / entry
+    if path.is_file():
+        return {entry}
+    if path.is_dir():
+        return {str(p.relative_to(root)) for p in path.rglob("*")
+                if p.is_file() and p.suffix in (".py", ".yaml", ".json", ".csv") and "__pycache__" not in p.parts}
+    return set()
+
+
 def code_files(kind: str, root: Path = REPO_ROOT) -> list[str]:
     """The source files a stage kind depends on (sorted, relative to the repository root)."""
     files: set[str] = set()
     for entry in CODE[kind]:
-        path = root / entry
-        if path.is_file():
-            files.add(entry)
-        elif path.is_dir():
-            files.update(str(p.relative_to(root)) for p in path.rglob("*")
-                         if p.is_file() and p.suffix in (".py", ".yaml", ".json", ".csv")
-                         and "__pycache__" not in p.parts)
+        files |= source_files(entry, root)
     return sorted(files)
 
 
@@ -412,5 +418,5 @@ def detect_gpus() -> int:
         return 0
 
 
-__all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "LIGHT_ANALYSES", "Stage", "TORCH_KINDS", "by_name", "code_files",
+__all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "LIGHT_ANALYSES", "Stage", "TORCH_KINDS", "by_name", "code_files", "source_files",
            "detect_gpus", "param_value", "profile_threads", "stages"]
