@@ -71,11 +71,19 @@ CONFIGS = [
     ("dog-B reference", {"basis": "dog", "impl": "reference"}, {}),
     # the other ends of Tables 1 / 15's Fourier grid (issue 23's inference target), on request
     ("G1U", {"grid_size": 1, "mode": "U"}, {}),
+    ("G5B", {"grid_size": 5, "mode": "B"}, {}),
+    ("G5U", {"grid_size": 5, "mode": "U"}, {}),
+    ("G7B", {"grid_size": 7, "mode": "B"}, {}),
+    ("G7U", {"grid_size": 7, "mode": "U"}, {}),
+    ("G9B", {"grid_size": 9, "mode": "B"}, {}),
+    ("G9U", {"grid_size": 9, "mode": "U"}, {}),
     ("G11B", {"grid_size": 11, "mode": "B"}, {}),
     ("G11U", {"grid_size": 11, "mode": "U"}, {}),
 ]
+#: on request only (--configs): the rest of Tables 1 / 15's Fourier grid and the reference DoG
+ON_REQUEST = ("dog-B reference", "G1U", "G5B", "G5U", "G7B", "G7U", "G9B", "G9U", "G11B", "G11U")
 #: measured unless --configs says otherwise (the two softmax baselines are always measured)
-DEFAULT = [c[0] for c in CONFIGS if c[0] not in ("dog-B reference", "G1U", "G11B", "G11U")]
+DEFAULT = [c[0] for c in CONFIGS if c[0] not in ON_REQUEST]
 SETTINGS = [("vit_tiny_patch16_224", 224, 32), ("vit_tiny_patch4_32", 32, 128)]
 
 

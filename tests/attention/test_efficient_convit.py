@@ -62,6 +62,8 @@ def _count_calls(monkeypatch):
                         staticmethod(lambda ctx, *a: calls.append("fourier") or plain_f(ctx, *a)))
     monkeypatch.setattr(efficient.KArAtAttentionFunction, "forward",
                         staticmethod(lambda ctx, *a: calls.append("generic") or plain_g(ctx, *a)))
+    plain_i = fourier.fourier_inference     # the Fourier kernel's forward without autograd (CPU)
+    monkeypatch.setattr(fourier, "fourier_inference", lambda *a: calls.append("fourier") or plain_i(*a))
     return calls
 
 

@@ -1,7 +1,10 @@
 """The Fourier units' forward contraction (head-major features, one GEMM per head; issue 23's inference path)
 against the reference: a whole tiny ViT in eval mode without autograd, Fourier W Phi(A) at both ends of Tables 1
 / 15's grid (G1 ... G11, blockwise and universal), as accurate as the reference path against float64
-(tests/_tolerances.py); the compiled features kernel against its eager arithmetic; a wrong feature layout caught."""
+(tests/_tolerances.py); the compiled features kernel against its eager arithmetic; a wrong feature layout caught.
+``fourier.fourier_inference`` (what ``fourier_attention`` runs on the CPU without autograd: one image and row
+chunk at a time through one compiled graph) is taken exactly where no gradient is wanted, and is as accurate as
+the reference with several row chunks, a base activation, bf16 autocast and compiled."""
 import copy
 
 import pytest
@@ -80,3 +83,73 @@ def test_compiled_features_equal_eager(monkeypatch):
     got = {"features": _run("fourier_features_heads", fourier._features_heads, s, 3)}
     assert got["features"].shape == (3, 2, 9, 3, 22)
     assert_as_accurate(got, eager, exact, torch.float32)
+
+
+def _head_inputs(B=3, h=2, N=21, d=8, r=4, G=3, act="zero", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = lambda *s, sc=1.0: torch.randn(*s, generator=g) * sc
+    q, k, v = t(B, h, N, d), t(B, h, N, d), t(B, h, N, d)
+    a, b, w = t(h, r, N, G, sc=0.3), t(h, r, N, G, sc=0.3), t(h, N, r, sc=0.3)
+    bw = None if act == "zero" else t(h, r, N, sc=0.3)
+    return (q, k, v, a, b, w, 8 ** -0.5, bw, act)
+
+
+def _double(args):
+    return tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
+
+
+@pytest.mark.parametrize("G,act,budget", [(1, "zero", None), (3, "zero", 504), (3, "silu", 1260), (11, "gelu", 9240)])
+def test_fourier_inference_equals_reference(G, act, budget, monkeypatch):
+    """Row chunks (a small INFERENCE_FEATURE_ELEMENTS: 21 rows as 2 x 10 + 1, 5 x 4 + 1 or 3 x 7; the whole
+    image without it), several images, base activations: as accurate as the straightforward reference against
+    float64."""
+    if budget is not None:
+        monkeypatch.setattr(fourier, "INFERENCE_FEATURE_ELEMENTS", budget)
+    args = _head_inputs(G=G, act=act)
+    got = {"out": fourier.fourier_inference(*args)}
+    want = {"out": fourier.fourier_attention_reference(*args)}
+    exact = {"out": fourier.fourier_attention_reference(*_double(args))}
+    assert_as_accurate(got, want, exact, torch.float32)
+
+
+def test_fourier_inference_bf16_autocast():
+    """bf16 q, k, v under autocast: bf16 out, units in float32, as accurate as the reference under autocast."""
+    q, k, v, *rest = _head_inputs(G=3, act="identity")
+    lo = [t.bfloat16() for t in (q, k, v)]
+    exact = {"out": fourier.fourier_attention_reference(*_double((*[t.float() for t in lo], *rest)))}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = {"out": fourier.fourier_inference(*lo, *rest)}
+        want = {"out": fourier.fourier_attention_reference(*lo, *rest)}
+    assert got["out"].dtype == torch.bfloat16
+    assert_as_accurate(got, want, exact, torch.bfloat16)
+
+
+def test_fourier_inference_compiled_equals_eager(monkeypatch):
+    args = _head_inputs(G=3, act="silu")
+    eager = {"out": fourier.fourier_inference(*args)}
+    exact = {"out": fourier.fourier_attention_reference(*_double(args))}
+    monkeypatch.setenv("KARAT_COMPILE_KERNELS", "1")
+    if not compile_enabled(args[0].device):
+        pytest.skip("compilation is off on this machine")
+    got = {"out": fourier.fourier_inference(*args)}
+    assert_as_accurate(got, eager, exact, torch.float32)
+
+
+def test_inference_path_is_taken_exactly_without_autograd(monkeypatch):
+    """fourier_attention: no_grad / inference_mode / inputs without requires_grad -> fourier_inference;
+    with a gradient wanted -> the autograd function (which keeps z for backward)."""
+    calls = []
+    real = fourier.fourier_inference
+    monkeypatch.setattr(fourier, "fourier_inference", lambda *a: calls.append(1) or real(*a))
+    q, k, v, a, b, w, scale, _, _ = _head_inputs()
+    a.requires_grad_()
+    with torch.no_grad():
+        fourier.fourier_attention(q, k, v, a, b, w, scale)
+    with torch.inference_mode():
+        fourier.fourier_attention(q, k, v, a, b, w, scale)
+    fourier.fourier_attention(q, k, v, a.detach(), b, w, scale)
+    assert len(calls) == 3
+    out = fourier.fourier_attention(q, k, v, a, b, w, scale)
+    assert len(calls) == 3 and out.requires_grad
+    with pytest.raises(ValueError, match="act='tanh' is not allowed"):
+        fourier.fourier_inference(q, k, v, a, b, w, scale, None, "tanh")

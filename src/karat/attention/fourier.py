@@ -202,10 +202,7 @@ class FourierAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
                 base_w: Tensor | None = None, act: str = "zero") -> Tensor:
-        if act not in BASE_ACTIVATIONS or (act != "zero") != (base_w is not None):
-            raise ValueError(f"fourier_attention: act={act!r} is not allowed with base_w "
-                             f"{'given' if base_w is not None else 'None'}; allowed: 'zero' without base_w, "
-                             f"'identity' / 'silu' / 'gelu' with base_w")
+        _check_act(act, base_w)
         cd = torch.float32 if _lowp(q) else q.dtype
         with _no_autocast(q):
             bw = None if base_w is None else base_w.to(cd)
@@ -259,17 +256,79 @@ class FourierAttentionFunction(torch.autograd.Function):
         return gq, gk, gv.to(v.dtype), ga.to(a.dtype), gb.to(b.dtype), gw.to(w.dtype), None, gbase, None
 
 
+#: the inference path (``fourier_inference``) takes one image at a time, its rows chunked so that the chunk's
+#: features [h, rows, G 2N] stay under this many elements (8 MiB in float32): at ViT-Tiny 224/16 the whole image
+#: for G <= 7, two row chunks for G = 11 (on the 2-core CPU, 1/4 and 1/2 of it were slower, by 3-10 %)
+INFERENCE_FEATURE_ELEMENTS = 1 << 21
+
+
+def _inference_chunk(q: Tensor, kt: Tensor, wv: Tensor, ab: Tensor, base_w: Tensor | None, scale: float, G: int,
+                     act: str) -> Tensor:
+    """Output rows of one image: q [1, h, K, d], kt = k^T [1, h, d, N], wv = W^T v [1, h, r, d], ab = [a | b]
+    [h, r, G 2N] (compute dtype) -> [1, h, K, d]. Compiled as one graph: the features are one fused pass written
+    once and read by the GEMM while they are still in cache; the matmuls call the BLAS."""
+    s = torch.matmul(q, kt) * scale
+    H, r = ab.shape[0], ab.shape[1]
+    K, n_in = s.shape[2], s.shape[3]
+    f = _features_heads(s, G)                                               # [h, 1, K, G, 2 N]
+    zt = torch.bmm(ab, f.reshape(H, K, G * 2 * n_in).transpose(1, 2))       # [h, r, K]
+    z = zt.view(H, r, 1, K).permute(2, 0, 3, 1)                             # [1, h, K, r]
+    if act != "zero":
+        z = z + torch.matmul(_base(s, act), base_w.transpose(-1, -2))
+    return torch.matmul(z, wv)
+
+
+def fourier_inference(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
+                      base_w: Tensor | None = None, act: str = "zero") -> Tensor:
+    """The forward of ``FourierAttentionFunction`` for inference (nothing kept for backward, no autograd): the
+    same arithmetic (scores, cos(m s) / sin(m s) of the rounded m s, one GEMM per head, z (W^T v), float32
+    units), in the loop order that is fastest for a forward alone on the CPU: one image (and row chunk,
+    ``INFERENCE_FEATURE_ELEMENTS``) at a time through one compiled graph (``_inference_chunk``), W^T v for the
+    whole batch once. ``fourier_attention`` takes it where no gradient is wanted."""
+    _check_act(act, base_w)
+    cd = torch.float32 if _lowp(q) else q.dtype
+    B, H, N, _ = q.shape
+    G, r = a.shape[-1], a.shape[1]
+    with _no_autocast(q), torch.no_grad():
+        ab = torch.cat([a.to(cd), b.to(cd)], 2).transpose(-1, -2).reshape(H, r, G * 2 * a.shape[2])
+        bw = None if base_w is None else base_w.to(cd)
+        wv = torch.matmul(w.to(cd).transpose(-1, -2), v.to(cd))             # [B, h, r, d]
+        qc, kt = q.to(cd), k.to(cd).transpose(-1, -2).contiguous()
+        chunks = -(-N // max(1, INFERENCE_FEATURE_ELEMENTS // max(H * 2 * G * N, 1)))
+        rows = -(-N // chunks)
+        out = torch.empty(q.shape, dtype=cd, device=q.device)
+        for i in range(B):
+            for j in range(0, N, rows):
+                out[i:i + 1, :, j:j + rows] = _run("fourier_inference", _inference_chunk, qc[i:i + 1, :, j:j + rows],
+                                                   kt[i:i + 1], wv[i:i + 1], ab, bw, scale, G, act)
+    return out.to(v.dtype)
+
+
+def _check_act(act: str, base_w: Tensor | None) -> None:
+    if act not in BASE_ACTIVATIONS or (act != "zero") != (base_w is not None):
+        raise ValueError(f"fourier_attention: act={act!r} is not allowed with base_w "
+                         f"{'given' if base_w is not None else 'None'}; allowed: 'zero' without base_w, "
+                         f"'identity' / 'silu' / 'gelu' with base_w")
+
+
+def _wants_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: Tensor, scale: float,
                       base_w: Tensor | None = None, act: str = "zero", allow_triton: bool = True) -> Tensor:
     """Memory-efficient KArAt attention core; q, k, v [B, h, N, d]; a, b [h, r, N, G]; w [h, N, r];
     optional base activation ``act`` with weight ``base_w`` [h, r, N].
 
     On CUDA without a base activation this is the fused Triton kernel (``triton_fourier``; ``KARAT_TRITON=0``
-    or ``allow_triton=False`` keep the PyTorch path, which is also the fallback when triton is missing)."""
+    or ``allow_triton=False`` keep the PyTorch path, which is also the fallback when triton is missing). On the
+    CPU without autograd (eval under no_grad / inference_mode) it is ``fourier_inference``."""
     if allow_triton and act == "zero" and q.is_cuda:
         from . import triton_fourier
         if triton_fourier.enabled(q):
             return triton_fourier.triton_fourier_attention(q, k, v, a, b, w, scale)
+    if q.device.type == "cpu" and not _COUNTING[0] and not _wants_grad(q, k, v, a, b, w, base_w):
+        return fourier_inference(q, k, v, a, b, w, scale, base_w, act)
     return FourierAttentionFunction.apply(q, k, v, a, b, w, scale, base_w, act)
 
 
