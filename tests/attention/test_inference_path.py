@@ -98,11 +98,12 @@ def _double(args):
     return tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
 
 
-@pytest.mark.parametrize("G,act,budget", [(1, "zero", None), (3, "zero", 504), (3, "silu", 1260), (11, "gelu", 9240)])
+@pytest.mark.parametrize("G,act,budget", [(1, "zero", None), (3, "zero", 504), (3, "silu", 1260), (11, "gelu", 9240),
+                                          (3, "zero", 2 * (2 * 6 * 21 * 21))])
 def test_fourier_inference_equals_reference(G, act, budget, monkeypatch):
-    """Row chunks (a small INFERENCE_FEATURE_ELEMENTS: 21 rows as 2 x 10 + 1, 5 x 4 + 1 or 3 x 7; the whole
-    image without it), several images, base activations: as accurate as the straightforward reference against
-    float64."""
+    """Row chunks (a small INFERENCE_FEATURE_ELEMENTS: 21 rows as 2 x 10 + 1, 5 x 4 + 1 or 3 x 7), image chunks
+    (2 of 3 images and the last one alone; all 3 at once), base activations: as accurate as the straightforward
+    reference against float64."""
     if budget is not None:
         monkeypatch.setattr(fourier, "INFERENCE_FEATURE_ELEMENTS", budget)
     args = _head_inputs(G=G, act=act)
