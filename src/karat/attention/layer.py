@@ -9,7 +9,8 @@ Paths:
 * softmax: fused ``scaled_dot_product_attention`` when timm's ``use_fused_attn()`` allows, else eager.
 * KArAt "reference": scores -> ``KArAtOperator.forward`` (straightforward, autograd keeps everything).
 * KArAt "efficient": ``fourier.fourier_attention`` for Fourier W Phi(A) without l1 projection (frequency
-  recurrence; the Triton kernel on CUDA), ``efficient.karat_attention`` for every other variant (row-chunked,
+  recurrence; the Triton kernel on CUDA; ``fourier.fourier_inference`` on the CPU where no gradient is wanted),
+  ``efficient.karat_attention`` for every other variant (row-chunked,
   fused unit kernels); nothing N x N kept for backward. Softmax heads of hybrid blocks use SDPA.
 The learnable units compute in float32 on both KArAt paths, also under bf16 autocast.
 Recording (``record_attention``) and FLOP counting (``count_flops``) switch to the explicit path, which
