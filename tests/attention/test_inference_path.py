@@ -47,8 +47,11 @@ def _infer(m, x):
     return {"output": m(x)}
 
 
+@pytest.mark.parametrize("path", ["batch-chunked", "fourier_inference"])
 @pytest.mark.parametrize("label", ["G1B", "G3B", "G3U", "G11B", "G11U"])
-def test_inference_equals_reference(label):
+def test_inference_equals_reference(label, path, monkeypatch):
+    if path == "fourier_inference":      # these 16 px images are below its size threshold
+        monkeypatch.setattr(fourier, "INFERENCE_MIN_IMAGE_ELEMENTS", 0)
     eff, ref = _pair(label)
     assert eff.blocks[0].attn.cfg.impl == "efficient"
     exact = _infer(copy.deepcopy(ref).double(), X.double())
@@ -137,12 +140,18 @@ def test_fourier_inference_compiled_equals_eager(monkeypatch):
 
 
 def test_inference_path_is_taken_exactly_without_autograd(monkeypatch):
-    """fourier_attention: no_grad / inference_mode / inputs without requires_grad -> fourier_inference;
-    with a gradient wanted -> the autograd function (which keeps z for backward)."""
+    """fourier_attention: no_grad / inference_mode / inputs without requires_grad -> fourier_inference, for
+    images whose features reach INFERENCE_MIN_IMAGE_ELEMENTS (here 2 x 2 x 3 x 21 x 21 = 5,292), else the
+    batch-chunked forward; with a gradient wanted -> the autograd function (which keeps z for backward)."""
     calls = []
     real = fourier.fourier_inference
     monkeypatch.setattr(fourier, "fourier_inference", lambda *a: calls.append(1) or real(*a))
     q, k, v, a, b, w, scale, _, _ = _head_inputs()
+    monkeypatch.setattr(fourier, "INFERENCE_MIN_IMAGE_ELEMENTS", 5293)
+    with torch.no_grad():
+        fourier.fourier_attention(q, k, v, a, b, w, scale)
+    assert not calls
+    monkeypatch.setattr(fourier, "INFERENCE_MIN_IMAGE_ELEMENTS", 5292)
     a.requires_grad_()
     with torch.no_grad():
         fourier.fourier_attention(q, k, v, a, b, w, scale)

@@ -259,9 +259,13 @@ class FourierAttentionFunction(torch.autograd.Function):
 #: the inference path (``fourier_inference``) takes as many images at a time as keep the chunk's features
 #: [h, images, N, G 2N] under this many elements (4 MiB in float32), and chunks the rows of an image that alone
 #: exceeds it. ViT-Tiny 224/16 (G = 3): one image at a time, its 197 rows whole; G = 11: three row chunks; 32/4
-#: (N = 65): 13 images. On the 2-core CPU twice or half as much measured the same within its noise (+-5 %); one
-#: image per chunk at 32/4 was 9 % slower than the training forward's batch chunks, hence images per chunk.
+#: (N = 65): 13 images. On the 2-core CPU twice or half as much measured the same within its noise (+-5 %).
 INFERENCE_FEATURE_ELEMENTS = 1 << 20
+#: ``fourier_attention`` takes the inference path only for images whose features reach this many elements (the
+#: large images it is faster for): ViT-Tiny 224/16 at G >= 3 (G3: 0.94-0.96x the time, G11: 0.76x), not 32/4
+#: (N = 65), where a loss landscape's evaluations took 1.06x the time of the batch-chunked training forward,
+#: nor 224/16 at G = 1 (0.99x)
+INFERENCE_MIN_IMAGE_ELEMENTS = 1 << 19
 
 
 def _inference_chunk(q: Tensor, kt: Tensor, wv: Tensor, ab: Tensor, base_w: Tensor | None, scale: float, G: int,
@@ -327,12 +331,14 @@ def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: 
 
     On CUDA without a base activation this is the fused Triton kernel (``triton_fourier``; ``KARAT_TRITON=0``
     or ``allow_triton=False`` keep the PyTorch path, which is also the fallback when triton is missing). On the
-    CPU without autograd (eval under no_grad / inference_mode) it is ``fourier_inference``."""
+    CPU without autograd (eval under no_grad / inference_mode), for images of INFERENCE_MIN_IMAGE_ELEMENTS
+    features or more, it is ``fourier_inference``."""
     if allow_triton and act == "zero" and q.is_cuda:
         from . import triton_fourier
         if triton_fourier.enabled(q):
             return triton_fourier.triton_fourier_attention(q, k, v, a, b, w, scale)
-    if q.device.type == "cpu" and not _COUNTING[0] and not _wants_grad(q, k, v, a, b, w, base_w):
+    if (q.device.type == "cpu" and not _COUNTING[0] and not _wants_grad(q, k, v, a, b, w, base_w)
+            and q.shape[1] * 2 * a.shape[-1] * q.shape[2] * k.shape[2] >= INFERENCE_MIN_IMAGE_ELEMENTS):
         return fourier_inference(q, k, v, a, b, w, scale, base_w, act)
     return FourierAttentionFunction.apply(q, k, v, a, b, w, scale, base_w, act)
 
