@@ -258,14 +258,17 @@ class FourierAttentionFunction(torch.autograd.Function):
 
 #: the inference path (``fourier_inference``) takes as many images at a time as keep the chunk's features
 #: [h, images, N, G 2N] under this many elements (4 MiB in float32), and chunks the rows of an image that alone
-#: exceeds it. ViT-Tiny 224/16 (G = 3): one image at a time, its 197 rows whole; G = 11: three row chunks; 32/4
-#: (N = 65): 13 images. On the 2-core CPU twice or half as much measured the same within its noise (+-5 %).
+#: exceeds it: ViT-Tiny 224/16 at G = 3 one image at a time, its 197 rows whole; at G = 11 three row chunks.
 INFERENCE_FEATURE_ELEMENTS = 1 << 20
-#: ``fourier_attention`` takes the inference path only for images whose features reach this many elements (the
-#: large images it is faster for): ViT-Tiny 224/16 at G >= 3 (G3: 0.94-0.96x the time, G11: 0.76x), not 32/4
-#: (N = 65), where a loss landscape's evaluations took 1.06x the time of the batch-chunked training forward,
-#: nor 224/16 at G = 1 (0.99x)
+#: ``fourier_attention`` takes the inference path only for images whose features reach this many elements, the
+#: large images it is faster for: ViT-Tiny 224/16 at G >= 3, not 32/4 (N = 65) nor 224/16 at G = 1
+#: (benchmarks/inference_paths.py; benchmarks/RESULTS.md)
 INFERENCE_MIN_IMAGE_ELEMENTS = 1 << 19
+
+
+def _image_features(heads: int, G: int, rows: int, cols: int) -> int:
+    """Elements of one image's Fourier features [h, rows, G 2 cols]."""
+    return heads * 2 * G * rows * cols
 
 
 def _inference_chunk(q: Tensor, kt: Tensor, wv: Tensor, ab: Tensor, base_w: Tensor | None, scale: float, G: int,
@@ -295,10 +298,9 @@ def fourier_inference(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: 
     cd = torch.float32 if _lowp(q) else q.dtype
     B, H, N, _ = q.shape
     G, r = a.shape[-1], a.shape[1]
-    per_image = max(H * 2 * G * N * N, 1)
+    per_image = max(_image_features(H, G, N, k.shape[2]), 1)
     images = max(1, INFERENCE_FEATURE_ELEMENTS // per_image)
-    chunks = 1 if images > 1 else -(-per_image // INFERENCE_FEATURE_ELEMENTS)
-    rows = -(-N // chunks)
+    rows = -(-N // -(-per_image // INFERENCE_FEATURE_ELEMENTS))     # N / (row chunks), rounded up
     with _no_autocast(q), torch.no_grad():
         ab = torch.cat([a.to(cd), b.to(cd)], 2).transpose(-1, -2).reshape(H, r, G * 2 * a.shape[2])
         bw = None if base_w is None else base_w.to(cd)
@@ -338,7 +340,7 @@ def fourier_attention(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, w: 
         if triton_fourier.enabled(q):
             return triton_fourier.triton_fourier_attention(q, k, v, a, b, w, scale)
     if (q.device.type == "cpu" and not _COUNTING[0] and not _wants_grad(q, k, v, a, b, w, base_w)
-            and q.shape[1] * 2 * a.shape[-1] * q.shape[2] * k.shape[2] >= INFERENCE_MIN_IMAGE_ELEMENTS):
+            and _image_features(q.shape[1], a.shape[-1], q.shape[2], k.shape[2]) >= INFERENCE_MIN_IMAGE_ELEMENTS):
         return fourier_inference(q, k, v, a, b, w, scale, base_w, act)
     return FourierAttentionFunction.apply(q, k, v, a, b, w, scale, base_w, act)
 
