@@ -14,15 +14,30 @@ after several others. So the collection is ordered here (e2e, then the other gro
 would) and xdist's own reordering is switched off.
 
 Without xdist (a plain `pytest`, or `-n 0`) the marks change nothing.
+
+Compiled kernels: the suite runs the fused attention kernels eagerly (``KARAT_COMPILE_KERNELS=0``) unless the
+caller set the variable. Compiling them is inductor's work per process and per shape (on a fresh machine a C++
+compile each): timm's contract tests took 28 s compiled and 8.5 s eager, alone on 2 cores with a warm cache. What
+compiling changes is checked where it is the subject: the tests that compare the compiled kernels with the
+eager ones set the variable to 1 themselves (tests/attention), and the session's runs of the ``ci`` profile run as
+shipped, compiled (tests/pipeline/conftest.py: ``env_with_venv``).
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
 
 E2E_FIXTURES = frozenset({"snakemake_run", "snakemake_repo", "dvc_repo", "slurm_cluster", "slurm", "slurm_repo"})
 GROUPED_FOLDERS = frozenset({"analysis"})
+
+#: set when this file chose the eager kernels (the caller had not set KARAT_COMPILE_KERNELS): the pipeline runs
+#: then go back to the shipped default (tests/pipeline/conftest.py)
+EAGER_BY_THE_SUITE = "KARAT_TESTS_CHOSE_EAGER_KERNELS"
+if "KARAT_COMPILE_KERNELS" not in os.environ:
+    os.environ["KARAT_COMPILE_KERNELS"] = "0"
+    os.environ[EAGER_BY_THE_SUITE] = "1"
 
 
 def xdist_group(item) -> str:

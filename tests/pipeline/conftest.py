@@ -24,7 +24,11 @@ def tool(name: str) -> str:
 
 
 def env_with_venv() -> dict:
+    """The environment of a pipeline command: this venv's tools first, and the fused attention kernels compiled as
+    shipped (tests/conftest.py runs the in-process tests eagerly unless the caller chose)."""
     env = dict(os.environ)
+    if env.pop("KARAT_TESTS_CHOSE_EAGER_KERNELS", None):
+        env.pop("KARAT_COMPILE_KERNELS", None)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -105,3 +105,25 @@ def test_detection_state_fingerprint_follows_the_thread_count():
     finally:
         torch.set_num_threads(saved)
     assert one != two
+
+
+def test_eager_kernels_are_in_the_state_fingerprint(monkeypatch):
+    """A state trained with the compiled attention kernels is not resumed with the eager ones (they round
+    differently), and the compiled default adds no key (the fingerprints of earlier states stay valid)."""
+    from types import SimpleNamespace
+
+    from karat.training import detection
+    from karat.training.loop import run_fingerprint
+
+    spec = SimpleNamespace(model="vit_tiny_patch4_32", attention="G3B", model_kwargs={}, num_classes=10, seed=0,
+                           dataset="d", subset="s", recipe={"train": {"lr": 1e-3}, "data": {}}, init="random",
+                           backbone_from=None)
+    prints = {}
+    for flag in ("1", "0", None):
+        if flag is None:
+            monkeypatch.delenv("KARAT_COMPILE_KERNELS", raising=False)
+        else:
+            monkeypatch.setenv("KARAT_COMPILE_KERNELS", flag)
+        prints[flag] = (run_fingerprint(spec, {}), detection.fingerprint(spec, {}, {}))
+    assert prints["1"] == prints[None]
+    assert prints["0"][0] != prints["1"][0] and prints["0"][1] != prints["1"][1]

@@ -30,6 +30,14 @@ def compile_enabled(device: torch.device) -> bool:
     return flag == "1" and device.type in ("cpu", "cuda")
 
 
+def fingerprint_entry() -> dict:
+    """What a training state's fingerprint records of this setting: ``{"kernels": "eager"}`` where
+    ``KARAT_COMPILE_KERNELS=0``, else nothing. The compiled kernels round differently from the eager functions (as
+    another thread count does), so a state trained one way is not resumed the other way; the compiled default adds
+    no key, so the fingerprints of states trained before this entry existed do not change."""
+    return {} if os.environ.get("KARAT_COMPILE_KERNELS", "1") != "0" else {"kernels": "eager"}
+
+
 def _run(name: str, fn, *args):
     dev = args[0].device
     key = (name, dev.type)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..attention.compiling import fingerprint_entry
 from ..errors import KaratError
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.provenance import device_description, provenance
@@ -235,7 +236,8 @@ def fingerprint(spec, t: dict, manifest: dict) -> str:
     key = {"model": spec.model, "attention": spec.attention, "model_kwargs": dict(spec.model_kwargs or {}),
            "threads": torch.get_num_threads(), "seed": spec.seed, "dataset": spec.dataset, "init": spec.init,
            "train": {k: v for k, v in t.items() if k not in NOT_IN_FINGERPRINT},
-           "data_files": {f: m.get("sha256") for f, m in manifest.get("files", {}).items()}}
+           "data_files": {f: m.get("sha256") for f, m in manifest.get("files", {}).items()},
+           **fingerprint_entry()}   # and eager attention kernels, which round differently (karat.attention.compiling)
     if spec.backbone_from:
         key["backbone"] = ckpt.read_metadata(spec.backbone_from["file"]).get(ckpt.DIGEST_KEY)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..attention.compiling import fingerprint_entry
 from ..errors import CorruptArtifactError, KaratError
 from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
 from ..utils.provenance import device_description, provenance
@@ -190,7 +191,8 @@ def run_fingerprint(spec, manifest: dict) -> str:
     Model, attention, classes, seed, data (the prepared files' checksums), every recipe key except those in
     :data:`NOT_IN_FINGERPRINT` (how the run is evaluated or reported, not how it is trained) and torch's thread
     count (on the CPU it changes the order of float reductions: a state trained with 2 threads and resumed with
-    8 would mix the two; the pipeline fixes the count per profile, karat.pipeline.DEFAULT_THREADS)."""
+    8 would mix the two; the pipeline fixes the count per profile, karat.pipeline.DEFAULT_THREADS), and, for the same
+    reason, eager attention kernels (``KARAT_COMPILE_KERNELS=0``; karat.attention.compiling.fingerprint_entry)."""
     skip = NOT_IN_FINGERPRINT["train"]
     key = {"model": spec.model, "attention": spec.attention, "model_kwargs": dict(spec.model_kwargs or {}),
            "threads": torch.get_num_threads(),
@@ -199,6 +201,7 @@ def run_fingerprint(spec, manifest: dict) -> str:
            "data": spec.recipe.get("data", {}),
            "data_files": {s: {f: m.get("sha256") for f, m in v.get("files", {}).items()}
                           for s, v in manifest.get("splits", {}).items()}}
+    key.update(fingerprint_entry())   # eager kernels (KARAT_COMPILE_KERNELS=0) round differently from compiled
     if getattr(spec, "finetune_from", None) or getattr(spec, "attention_from", None):
         # the upstream / teacher weights' checksums and the transfer options (karat.training.transfer)
         from .transfer import source_digests
