@@ -36,14 +36,12 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ] && "$VENV/bin/python"
 fi
 
 start=$(date +%s)
-# --no-compile: pip would byte-compile every module of every package it installs (torch's CUDA build alone has
-# tens of thousands), most of which this project never imports; Python compiles (and caches) the ones it imports
-# on first use instead. Measured 2026-12-07 on a 2-core AMD EPYC VM: torch + torchvision took 48 s with it, 77 s
-# without.
+# (pip byte-compiles what it installs. Not --no-compile: these machines set PYTHONDONTWRITEBYTECODE=1, so Python
+# would compile torch's modules from source in every process, for ever; seen 2026-12-07.)
 echo "[install] installing $TORCH"
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m pip install -q --no-compile $TORCH
+"$VENV/bin/python" -m pip install -q $TORCH
 echo "[install] installing karat-repro with its extras: $EXTRAS"
-"$VENV/bin/python" -m pip install -q --no-compile -e ".[$EXTRAS]"
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 printf '%s' "$want_hash" > "$STAMP"
 echo "[install] done in $(( $(date +%s) - start )) s: $("$VENV/bin/python" -c 'import torch, timm, snakemake, dvc; print("torch", torch.__version__, "timm", timm.__version__)' 2>/dev/null)"

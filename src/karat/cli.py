@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.stdout.write(text)
         elif args.command == "validate":
+            import timm.data.auto_augment  # noqa: F401  (with timm loaded, auto_augment strings get timm's own check)
+
             from karat.config import expand_profile, load_params
             params = load_params(args.params)
             for name in params["profiles"]:

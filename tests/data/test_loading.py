@@ -1,6 +1,9 @@
 """Loaders: labels stay aligned with images through every transform, determinism, DDP sharding, recipes."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +189,30 @@ def test_eval_loader_keeps_order_and_resizes_with_crop_pct():
     np.testing.assert_array_equal(y.numpy(), ds.test_labels)
     x2, _ = next(iter(build_eval_loader(ds, _recipe(eval_crop_pct=1.0), batch_size=40, device="cpu", split="train")))
     np.testing.assert_array_equal(_ids(x2), np.arange(40))
+
+
+def test_auto_augment_gets_timms_check_where_asked_and_in_the_loaders(monkeypatch):
+    """'rand-w9' passes the grammar (w<N>: a weights index) but timm refuses it: the grammar check alone lets it
+    through, the authoritative one (asked for, or timm already loaded, as in this process) and both loaders
+    refuse it with the field named, and a process that never loads timm does not import it to validate."""
+    bad = {"img_size": 32, "auto_augment": "rand-w9"}
+    assert validate_data_recipe(bad, authoritative=False)["auto_augment"] == "rand-w9"
+    for kw in ({"authoritative": True}, {}):
+        with pytest.raises(ValueError, match="auto_augment = 'rand-w9'.*valid timm RandAugment"):
+            validate_data_recipe(bad, **kw)
+    # the loaders ask for timm's check even where timm is not loaded yet
+    import karat.data.recipe as recipe_mod
+    monkeypatch.setattr(recipe_mod, "_timm_loaded", lambda: False)
+    assert validate_data_recipe(bad)["auto_augment"] == "rand-w9"
+    ds = _dataset(n=24)
+    for build in (lambda: build_train_loader(ds, _recipe(auto_augment="rand-w9"), batch_size=8, seed=0, device="cpu"),
+                  lambda: build_eval_loader(ds, _recipe(auto_augment="rand-w9"), batch_size=8, device="cpu")):
+        with pytest.raises(ValueError, match="auto_augment = 'rand-w9'"):
+            build()
+    code = ("import sys; from karat.data.recipe import validate_data_recipe as v; "
+            "v({'img_size': 32, 'auto_augment': 'rand-w9'}); print(sorted(m for m in ('timm', 'torch') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]
 
 
 def test_recipe_validation_is_strict_and_names_the_problem():

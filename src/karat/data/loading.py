@@ -54,7 +54,7 @@ class TrainLoader:
     def __init__(self, ds: PreparedDataset, recipe: dict, *, batch_size: int, seed: int, device,
                  rank: int = 0, world_size: int = 1, drop_last: bool = True, label_smoothing: float | None = None,
                  mode: str = "auto", num_workers: int | None = None):
-        self.recipe = r = validate_data_recipe(recipe)
+        self.recipe = r = validate_data_recipe(recipe, authoritative=True)
         if label_smoothing is not None:
             r["label_smoothing"] = validate_data_recipe({**recipe, "img_size": r["img_size"],
                                                          "label_smoothing": label_smoothing})["label_smoothing"]
@@ -271,7 +271,7 @@ class EvalLoader:
 
     def __init__(self, ds: PreparedDataset, recipe: dict, *, batch_size: int, device, split: str = "test",
                  num_workers: int | None = None):
-        self.recipe = validate_data_recipe(recipe)
+        self.recipe = validate_data_recipe(recipe, authoritative=True)
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size = {batch_size!r}: expected a positive integer")
         self.images, labels = ds.split(split)
