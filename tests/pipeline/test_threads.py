@@ -8,6 +8,7 @@ not resumed (the run trains again from scratch: the weights are then those of on
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from karat.errors import KaratError
 from karat.pipeline import DEFAULT_THREADS, LIGHT_ANALYSES, TORCH_KINDS, stages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +129,31 @@ def test_eager_kernels_are_in_the_state_fingerprint(monkeypatch):
         prints[flag] = (run_fingerprint(spec, {}), detection.fingerprint(spec, {}, {}))
     assert prints["1"] == prints[None]
     assert prints["0"][0] != prints["1"][0] and prints["0"][1] != prints["1"][1]
+
+
+def test_the_profiles_kernels_reach_every_torch_stage(tmp_path, monkeypatch):
+    """profiles.<p>.kernels: `--kernels eager` on the command line of each torch stage of a profile that sets it
+    (the ci profile), which the stage turns into KARAT_COMPILE_KERNELS=0 before any kernel runs; nothing on the
+    commands of a profile that does not (they compile, as before); a key DVC tracks; a bad value is named."""
+    from karat.stages._shell import take_kernels
+
+    ci = stages("ci", str(REPO / "params.yaml"))
+    assert all(("--kernels eager " in s.cmd) == (s.kind in TORCH_KINDS) for s in ci), \
+        [s.name for s in ci if ("--kernels eager " in s.cmd) != (s.kind in TORCH_KINDS)]
+    assert all("profiles.ci.kernels" in s.params for s in ci if s.kind in TORCH_KINDS)
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    del doc["profiles"]["ci"]["kernels"]
+    other = tmp_path / "params.yaml"
+    other.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert not any("--kernels" in s.cmd or "profiles.ci.kernels" in s.params for s in stages("ci", str(other)))
+
+    monkeypatch.delenv("KARAT_COMPILE_KERNELS", raising=False)
+    assert take_kernels(["--run", "r", "--kernels", "eager", "--x"]) == ["--run", "r", "--x"]
+    assert os.environ["KARAT_COMPILE_KERNELS"] == "0"
+    assert take_kernels(["--kernels=compiled"]) == [] and os.environ["KARAT_COMPILE_KERNELS"] == "1"
+    with pytest.raises(KaratError, match="--kernels 'fast' is not allowed; allowed: compiled, eager"):
+        take_kernels(["--kernels", "fast"])
+    doc["profiles"]["ci"]["kernels"] = "fast"
+    other.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(Exception, match="kernels"):
+        stages("ci", str(other))

@@ -1,6 +1,7 @@
 """Validation of the ``data:`` section of a params.yaml recipe (strict: unknown keys and bad values raise)."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 from numbers import Real
@@ -68,6 +69,18 @@ def _timm_loaded() -> bool:
     return "timm" in sys.modules
 
 
+@functools.lru_cache(maxsize=None)
+def _timm_refuses(aa: str) -> str | None:
+    """Why timm's RandAugment builder refuses ``aa``, or None. Once per string and process: `karat validate`
+    checks every run's recipe of every profile (the paper profile alone has hundreds)."""
+    from timm.data.auto_augment import rand_augment_transform
+    try:
+        rand_augment_transform(aa, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except Exception as exc:  # timm raises assorted errors for malformed strings
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def _rand_grammar_ok(aa: str) -> bool:
     parts = aa.split("-")
     return parts[0] == "rand" and all(_RAND_PART.match(p) for p in parts[1:])
@@ -115,11 +128,9 @@ def validate_data_recipe(d: dict, *, authoritative: bool | None = None) -> dict:
         if not isinstance(aa, str) or not _AA.match(aa) or (aa.startswith("rand") and not _rand_grammar_ok(aa)):
             raise _err("auto_augment", aa, "null or a timm auto-augment string such as 'rand-m9-n2-mstd0.5-inc1'")
         if aa.startswith("rand") and (_timm_loaded() if authoritative is None else authoritative):
-            from timm.data.auto_augment import rand_augment_transform
-            try:
-                rand_augment_transform(aa, {"translate_const": 100, "img_mean": (124, 116, 104)})
-            except Exception as exc:  # timm raises assorted errors for malformed strings
-                raise _err("auto_augment", aa, f"a valid timm RandAugment string ({exc})") from None
+            problem = _timm_refuses(aa)
+            if problem:
+                raise _err("auto_augment", aa, f"a valid timm RandAugment string ({problem})")
     for k in ("mean", "std"):
         v = out[k]
         if not isinstance(v, (list, tuple)) or len(v) != 3 or any(isinstance(x, bool) or not isinstance(x, Real) for x in v):

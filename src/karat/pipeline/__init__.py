@@ -111,12 +111,21 @@ def code_files(kind: str, root: Path = REPO_ROOT) -> list[str]:
     return sorted(files)
 
 
-def _cmd(stage: str, args: list[str], log: str, gpus: int = 1, threads: int | None = None) -> str:
+def _cmd(stage: str, args: list[str], log: str, gpus: int = 1, threads: int | None = None,
+         kernels: str = "compiled") -> str:
     launcher = ["python", "-m", "karat"]
     if gpus > 1:  # one data-parallel job over several GPUs of one node
         launcher = ["torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "karat"]
     extra = ["--threads", str(threads)] if threads else []
+    if kernels != "compiled":   # the default adds nothing: the commands of the other profiles stay as they were
+        extra += ["--kernels", kernels]
     return " ".join(shlex.quote(a) for a in launcher + [stage] + args + extra + ["--log", log])
+
+
+def profile_kernels(params: dict, profile: str) -> str:
+    """How the profile's torch stages run the fused attention kernels: ``profiles.<profile>.kernels``,
+    "compiled" (default: inductor) or "eager" (``--kernels eager`` on their command lines)."""
+    return str(params["profiles"][profile].get("kernels", "compiled"))
 
 
 def profile_threads(params: dict, profile: str) -> int:
@@ -222,7 +231,7 @@ def _run_params(params: dict, spec: RunSpec, evaluate: bool = False) -> list[str
     if spec.attention_from:
         keys.append(f"{group}.attention_from")
         keys.append(f"attentions.{spec.attention_from['teacher']['attention_label']}")
-    keys += _optional_keys(params, p, ["threads"])
+    keys += _optional_keys(params, p, ["threads", "kernels"])
     return list(dict.fromkeys(keys))
 
 
@@ -244,6 +253,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
     use_gpu = 1 if gpus_available > 0 else 0
     code = {kind: code_files(kind) for kind in CODE}  # walk the source tree once, not once per job
     nt = profile_threads(params, p)
+    kern = profile_kernels(params, p)
 
     fetched = set()
     for need in prof.datasets.values():
@@ -271,7 +281,8 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
         keys = _run_params(params, spec)
         out.append(Stage(
             name=f"train-{rid}", kind="train", wildcards={"run": rid},
-            cmd=_cmd("train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus, threads=nt),
+            cmd=_cmd("train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus, threads=nt,
+                     kernels=kern),
             deps=tuple([str(spec.prepared_dir)] + _source_weights(spec) + code["train"]),
             outs=tuple(f"{run_dir}/{w}" for w in RUN_WEIGHTS) + (f"{run_dir}/train.json", f"{run_dir}/snapshots"),
             plots=(f"{run_dir}/log.csv",),
@@ -280,7 +291,7 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
         keys = _run_params(params, spec, evaluate=True)
         out.append(Stage(
             name=f"evaluate-{rid}", kind="evaluate", wildcards={"run": rid},
-            cmd=_cmd("evaluate", ["--params", pp, "--profile", p, "--run", rid], log, threads=nt),
+            cmd=_cmd("evaluate", ["--params", pp, "--profile", p, "--run", rid], log, threads=nt, kernels=kern),
             deps=tuple([str(spec.prepared_dir)] + [f"{run_dir}/{w}" for w in RUN_WEIGHTS]
                        + [f"{run_dir}/train.json"] + _source_weights(spec, evaluate=True) + code["evaluate"]),
             outs=(f"{run_dir}/eval.json",), metrics=(f"{run_dir}/metrics.json",),
@@ -290,13 +301,13 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
     analysis_dirs = []
     for aname, run_ids in prof.analyses.items():
         akey = f"profiles.{p}.analyses.{aname}"
-        akeys = [akey] + _optional_keys(params, p, ["threads"])
+        akeys = [akey] + _optional_keys(params, p, ["threads", "kernels"])
         if aname == "compute":
             adir = (prof.results_dir / "analysis" / "compute").as_posix()
             log = f"logs/{p}/analyze/compute.log"
             out.append(Stage(
                 name="analyze-compute", kind="analyze", wildcards={"analysis": "compute", "run": "all"},
-                cmd=_cmd("analyze", ["compute", "--params", pp, "--profile", p], log, threads=nt),
+                cmd=_cmd("analyze", ["compute", "--params", pp, "--profile", p], log, threads=nt, kernels=kern),
                 deps=tuple(code["analyze"]), outs=(adir,), params=tuple(akeys), log=log,
                 resources={"gpu": use_gpu}, threads=nt, reads=_reads(params, akeys, threads=nt)))
             analysis_dirs.append(adir)
@@ -316,7 +327,8 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
             at = 1 if aname in LIGHT_ANALYSES else nt
             out.append(Stage(
                 name=f"analyze-{aname}-{rid}", kind="analyze", wildcards={"analysis": aname, "run": rid},
-                cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log, threads=at),
+                cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log, threads=at,
+                         kernels=kern),
                 deps=tuple(run_inputs + data_inputs + code["analyze"]), outs=(adir,),
                 params=tuple(akeys), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0},
                 threads=at, reads=_reads(params, akeys, threads=at)))
@@ -347,6 +359,7 @@ def _detection_stages(params: dict, prof: Profile, pp: str, code: dict, use_gpu:
     from karat.config.detection import NOT_IN_FINGERPRINT, DetectionRunSpec
 
     p, out = prof.name, []
+    kern = profile_kernels(params, p)
     for ds, need in prof.detection_data.items():
         gen = need.spec.get("generate") or {}
         local = _local_sources({"local": [gen["source"]]}) if gen.get("source") else _local_sources(need.spec)
@@ -371,7 +384,7 @@ def _detection_stages(params: dict, prof: Profile, pp: str, code: dict, use_gpu:
             cur = params["detection"]["recipes"][cur].get("inherit")
         gi = _group_index(params["profiles"][p]["detection"], spec.group)
         own = [f"attentions.{spec.attention_label}", f"profiles.{p}.detection.{gi}"] \
-            + _optional_keys(params, p, ["gpus_per_run", "threads"])
+            + _optional_keys(params, p, ["gpus_per_run", "threads", "kernels"])
         train_keys, eval_keys = [], []
         for link in chain[::-1]:
             inherit = _present(params, [f"{link}.inherit"])
@@ -382,7 +395,8 @@ def _detection_stages(params: dict, prof: Profile, pp: str, code: dict, use_gpu:
         log = f"logs/{p}/detect_train/{rid}.log"
         out.append(Stage(
             name=f"detect_train-{rid}", kind="detect_train", wildcards={"detrun": rid},
-            cmd=_cmd("detect_train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus, threads=nt),
+            cmd=_cmd("detect_train", ["--params", pp, "--profile", p, "--run", rid], log, gpus=spec.gpus, threads=nt,
+                     kernels=kern),
             deps=tuple([spec.prepared_dir.as_posix()] + source + code["detect_train"]),
             outs=(f"{run_dir}/model.safetensors", f"{run_dir}/train.json"), plots=(f"{run_dir}/log.csv",),
             params=tuple(train_keys), log=log, resources={"gpu": use_gpu * spec.gpus}, threads=nt,
@@ -390,7 +404,8 @@ def _detection_stages(params: dict, prof: Profile, pp: str, code: dict, use_gpu:
         log = f"logs/{p}/detect_evaluate/{rid}.log"
         out.append(Stage(
             name=f"detect_evaluate-{rid}", kind="detect_evaluate", wildcards={"detrun": rid},
-            cmd=_cmd("detect_evaluate", ["--params", pp, "--profile", p, "--run", rid], log, threads=nt),
+            cmd=_cmd("detect_evaluate", ["--params", pp, "--profile", p, "--run", rid], log, threads=nt,
+                     kernels=kern),
             deps=tuple([spec.prepared_dir.as_posix(), f"{run_dir}/model.safetensors", f"{run_dir}/train.json"]
                        + code["detect_evaluate"]),
             # metrics.json (box / mask AP) is a plain output: `dvc metrics show` keeps the classification runs'
@@ -419,4 +434,4 @@ def detect_gpus() -> int:
 
 
 __all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "LIGHT_ANALYSES", "Stage", "TORCH_KINDS", "by_name", "code_files", "source_files",
-           "detect_gpus", "param_value", "profile_threads", "stages"]
+           "detect_gpus", "param_value", "profile_kernels", "profile_threads", "stages"]

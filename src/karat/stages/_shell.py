@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 
 from karat.config import ParamsError
@@ -19,7 +20,7 @@ def user_errors(main):
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         try:
-            argv = take_threads(list(sys.argv[1:] if argv is None else argv))
+            argv = take_kernels(take_threads(list(sys.argv[1:] if argv is None else argv)))
             return int(main(argv) or 0)
         except (KaratError, ParamsError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -50,6 +51,29 @@ def take_threads(argv: list[str]) -> list[str]:
             raise KaratError(f"--threads {threads!r} is not allowed; allowed: an integer >= 1 "
                              f"(profiles.<profile>.threads in params.yaml)")
         set_threads(n)
+    return out
+
+
+KERNELS = {"compiled": "1", "eager": "0"}   # --kernels K -> KARAT_COMPILE_KERNELS (karat.attention.compiling)
+
+
+def take_kernels(argv: list[str]) -> list[str]:
+    """Apply and remove ``--kernels compiled|eager`` (the pipeline adds it where a profile sets ``kernels``): how
+    this process runs the fused attention kernels, through KARAT_COMPILE_KERNELS, before any is called."""
+    out, kernels, it = [], None, iter(argv)
+    for arg in it:
+        if arg == "--kernels":
+            kernels = next(it, None)
+        elif arg.startswith("--kernels="):
+            kernels = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+            continue
+        if kernels not in KERNELS:
+            raise KaratError(f"--kernels {kernels!r} is not allowed; allowed: {', '.join(KERNELS)} "
+                             f"(profiles.<profile>.kernels in params.yaml)")
+    if kernels is not None:
+        os.environ["KARAT_COMPILE_KERNELS"] = KERNELS[kernels]
     return out
 
 
