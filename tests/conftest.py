@@ -19,8 +19,9 @@ Compiled kernels: the suite runs the fused attention kernels eagerly (``KARAT_CO
 caller set the variable. Compiling them is inductor's work per process and per shape (on a fresh machine a C++
 compile each): timm's contract tests took 28 s compiled and 8.5 s eager, alone on 2 cores with a warm cache. What
 compiling changes is checked where it is the subject: the tests that compare the compiled kernels with the
-eager ones set the variable to 1 themselves (tests/attention), and the session's runs of the ``ci`` profile run as
-shipped, compiled (tests/pipeline/conftest.py: ``env_with_venv``).
+eager ones set the variable to 1 themselves (tests/attention). The pipeline commands the tests run get the
+shipped default back (tests/pipeline/conftest.py: ``env_with_venv``): there the profile decides (the ``ci``
+profile runs eagerly: ``kernels: eager`` in params.yaml).
 """
 from __future__ import annotations
 
