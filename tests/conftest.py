@@ -30,7 +30,8 @@ from collections import Counter
 
 import pytest
 
-E2E_FIXTURES = frozenset({"snakemake_run", "snakemake_repo", "dvc_repo", "slurm_cluster", "slurm", "slurm_repo"})
+E2E_FIXTURES = frozenset({"snakemake_run", "snakemake_repo", "dvc_repo", "slurm_cluster", "slurm", "slurm_repo",
+                          "time_limit_job"})
 GROUPED_FOLDERS = frozenset({"analysis"})
 
 #: set when this file chose the eager kernels (the caller had not set KARAT_COMPILE_KERNELS): the pipeline runs

@@ -202,6 +202,82 @@ def snakemake_repo(snakemake_run):
     return snakemake_run.repo
 
 
+# ---- the SLURM time-limit scenario (tests/pipeline/test_slurm.py asserts on it): a training whose first attempt a
+# 1-minute limit kills, resubmitted by Snakemake with a longer one, resuming after its last finished epoch. It takes
+# ~4 minutes of wall time but one thread (mostly it waits for slurmctld's time-limit check, every 30 s), so it runs
+# in the background from the moment the session's run is done, beside the DVC adoption and remake and the other
+# checks of that run (it was ~200-250 s of the end-to-end worker's chain, one core idle). TIME_LIMIT_RUN: the run.
+TIME_LIMIT_RUN = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
+#: seconds of epochs at the fastest epoch the calibration measures, startup on top: the limit falls 60-95 s after
+#: the job starts (slurmctld checks limits every 30 s, then a 5 s kill wait), and the job must still be training
+#: then even if it runs up to ~2x faster than the calibration did (the load of the DVC checks beside it can end
+#: in between: 100 s at the median epoch once finished inside the limit)
+TIME_LIMIT_BUDGET_S = 180
+
+
+@dataclass
+class TimeLimitRun:
+    repo: Path
+    rc: int
+    out: str
+    epochs: int
+
+
+def _epoch_seconds(repo: Path, env: dict, params: dict, run_id: str) -> float:
+    """Seconds per epoch of ``run_id`` on this machine now: 3 epochs trained locally, the faster of the two
+    epochs after the first (which compiles); the faster, because the job may run with less load than this. Not
+    the session's SLURM run, whose jobs all ran at once on the one node (17 s an epoch there, 0.7 s alone), and
+    not a fixed guess (a cap of 80 epochs once let a fast machine finish before the 1-minute kill)."""
+    import csv
+    import json
+    shutil.rmtree(repo / ".karat_state" / PROFILE / run_id, ignore_errors=True)   # 3 epochs from scratch
+    calib = json.loads(json.dumps(params))
+    calib["profiles"][PROFILE]["overrides"]["train"]["epochs"] = 3
+    (repo / "params_calib.yaml").write_text(yaml.safe_dump(calib, sort_keys=False))
+    kernels = params["profiles"][PROFILE].get("kernels", "compiled")   # as the profile's jobs run them
+    res = subprocess.run([sys.executable, "-m", "karat", "train", "--params", "params_calib.yaml", "--profile", PROFILE,
+                          "--run", run_id, "--threads", str(params["profiles"][PROFILE]["threads"]),
+                          "--kernels", kernels], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(repo / "runs" / PROFILE / run_id / "log.csv") as f:
+        times = [float(row["epoch_time_s"]) for row in csv.DictReader(f)][1:]
+    return min(times)
+
+
+def _time_limit_scenario(repo: Path, env: dict) -> TimeLimitRun:
+    import math
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # one torch thread: the job only has to outlive its limit (the timing uses the same count)
+    params["profiles"][PROFILE]["threads"] = 1
+    epochs = min(5000, max(12, math.ceil(TIME_LIMIT_BUDGET_S / _epoch_seconds(repo, env, params, TIME_LIMIT_RUN))))
+    params["profiles"][PROFILE]["overrides"]["train"]["epochs"] = epochs
+    (repo / "params_resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # (targets first: --config and --set-resources take every word that follows them)
+    rc, out = slurm_snakemake(repo, env, f"runs/{PROFILE}/{TIME_LIMIT_RUN}/train.json", "--config",
+                              f"profile={PROFILE}", "threads_per_job=2", "params=params_resume.yaml", "--retries", "1",
+                              "--force", "--rerun-triggers", "mtime", "--set-resources",
+                              "train:runtime=1 if attempt == 1 else 60", timeout=1800)
+    return TimeLimitRun(repo, rc, out, epochs)
+
+
+@pytest.fixture(scope="session")
+def time_limit_job(tmp_path_factory, snakemake_run, slurm_cluster):
+    """The time-limit scenario, running in a thread on a copy of the session's run (its prepared data); a future
+    of its TimeLimitRun, or None where the session's run did not go through SLURM."""
+    if slurm_cluster.env is None or snakemake_run.executor != "slurm":
+        yield None
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    repo = tmp_path_factory.mktemp("timelimit") / "repo"
+    shutil.copytree(snakemake_run.repo, repo, symlinks=True)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="slurm-time-limit")
+    future = pool.submit(_time_limit_scenario, repo, slurm_cluster.env)
+    try:
+        yield future
+    finally:
+        pool.shutdown(wait=True)   # before the cluster stops (session teardown runs in reverse order)
+
+
 # The DVC run: the session's Snakemake run, adopted into dvc.lock, then a chain of stages remade by DVC itself.
 # Running the whole profile a second time under DVC (about 9 minutes of 2 cores) checked again what the first run
 # checks; what is DVC's own is checked here on real outputs: `karat adopt-dvc` on every stage of the profile
@@ -239,7 +315,8 @@ def _files(repo: Path, outputs) -> dict:
 
 
 @pytest.fixture(scope="session")
-def dvc_run(tools, tmp_path_factory, snakemake_run) -> DvcRun:
+def dvc_run(tools, tmp_path_factory, snakemake_run, time_limit_job) -> DvcRun:
+    del time_limit_job   # started first: it runs beside the DVC run (see above)
     repo = tmp_path_factory.mktemp("dvc") / "repo"
     shutil.copytree(snakemake_run.repo, repo, symlinks=True)
     shutil.rmtree(repo / ".snakemake", ignore_errors=True)   # Snakemake's records are not DVC's

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +28,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from .conftest import PROFILE
 from .conftest import SLURM_SUBMITTED as SUBMITTED
@@ -149,49 +146,15 @@ def test_wrong_account_is_refused(slurm_repo, slurm):
     assert not _submitted(out), "a job was submitted with an account the user does not have"
 
 
-def _epoch_seconds(repo: Path, env: dict, params: dict, run_id: str) -> float:
-    """Seconds per epoch of ``run_id`` on this machine now: 3 epochs trained locally, the faster of the two
-    epochs after the first (which compiles); the faster, because the job may run with less load than this. Not the session's SLURM run, whose jobs all ran at once on the one
-    node (17 s an epoch there, 0.7 s alone), and not a fixed guess (a cap of 80 epochs once let a fast machine
-    finish before the 1-minute kill)."""
-    shutil.rmtree(repo / ".karat_state" / PROFILE / run_id, ignore_errors=True)   # 3 epochs from scratch
-    calib = json.loads(json.dumps(params))
-    calib["profiles"][PROFILE]["overrides"]["train"]["epochs"] = 3
-    calib["profiles"][PROFILE]["threads"] = params["profiles"][PROFILE]["threads"]
-    (repo / "params_calib.yaml").write_text(yaml.safe_dump(calib, sort_keys=False))
-    kernels = params["profiles"][PROFILE].get("kernels", "compiled")   # as the profile's jobs run them
-    res = subprocess.run([sys.executable, "-m", "karat", "train", "--params", "params_calib.yaml", "--profile", PROFILE,
-                          "--run", run_id, "--kernels", kernels], cwd=repo, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    with open(repo / "runs" / PROFILE / run_id / "log.csv") as f:
-        times = [float(row["epoch_time_s"]) for row in csv.DictReader(f)][1:]
-    return min(times)
-
-
-def test_time_limit_kill_resumes_when_resubmitted(slurm_repo, slurm, tmp_path):
-    """A 1-minute limit kills the first attempt of a training of ~150 s; Snakemake resubmits it (retries)
+def test_time_limit_kill_resumes_when_resubmitted(slurm, time_limit_job):
+    """A 1-minute limit kills the first attempt of a training of ~180 s; Snakemake resubmits it (retries)
     with a longer limit and it resumes after its last finished epoch. On a copy of the session's run (its
-    prepared data), so that the runs the other tests read stay as the profile made them."""
-    repo = tmp_path / "repo"
-    shutil.copytree(slurm_repo[0], repo, symlinks=True)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    # one torch thread: the job only has to outlive its limit, and on a 2-core machine the other pytest worker
-    # gets the second core for those minutes (the timing below uses the same count)
-    params["profiles"][PROFILE]["threads"] = 1
-    # ~150 s of epochs at the fastest epoch just measured (startup comes on top), so that the 1-minute limit (and
-    # slurmctld's time-limit check and its 5 s kill wait) falls mid-training even if the job runs twice as fast
-    # as that timing: under pytest-xdist the other worker's load can end between the timing and the job (100 s at
-    # the median epoch once finished inside the limit)
-    epochs = min(3000, max(12, math.ceil(150 / _epoch_seconds(repo, slurm, params, KARAT))))
-    params["profiles"][PROFILE]["overrides"]["train"]["epochs"] = epochs
-    (repo / "params_resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    prepared data), so that the runs the other tests read stay as the profile made them; started in the
+    background as soon as the session's run is done (conftest's ``time_limit_job``), joined here."""
+    assert time_limit_job is not None, "a SLURM cluster is up, yet the time-limit scenario did not start"
+    res = time_limit_job.result()
+    repo, rc, out, epochs = res.repo, res.rc, res.out, res.epochs
     run_dir = repo / "runs" / PROFILE / KARAT
-    # (targets first: --config and --set-resources take every word that follows them)
-    rc, out = _snakemake(repo, slurm, f"{run_dir.relative_to(repo)}/train.json", "--config", f"profile={PROFILE}",
-                         "threads_per_job=2", "params=params_resume.yaml", "--retries", "1", "--force",
-                         "--rerun-triggers", "mtime", "--set-resources", "train:runtime=1 if attempt == 1 else 60",
-                         timeout=1800)
     assert rc == 0, f"snakemake failed ({rc}):\n{out[-8000:]}"
     ids = [jid for jid, log in _submitted(out) if "rule_train" in str(log)]
     assert len(ids) == 2, f"expected a killed and a resubmitted training job, got {ids}:\n{out[-4000:]}"
