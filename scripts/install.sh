@@ -36,9 +36,10 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ] && "$VENV/bin/python"
 fi
 
 start=$(date +%s)
-# Byte-compiled after the installs, on every core: pip compiles each package's modules one at a time (about 60 s of
-# this install on 2 cores); compileall -j 0 took 32 s for the whole venv (2026-12-07, 2-core AMD EPYC). Not left to
-# Python at first import: these machines set PYTHONDONTWRITEBYTECODE=1, so nothing would ever be cached.
+# Byte-compiled after the installs, on every core (compileall -j 0), not one module at a time by pip: the whole
+# install took 135-141 s this way and 157 s with pip's own compilation (the time it prints below; 2026-12-07, 2-core
+# AMD EPYC). Not left to Python at first import: these machines set PYTHONDONTWRITEBYTECODE=1, so nothing would
+# ever be cached.
 echo "[install] installing $TORCH"
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install -q --no-compile $TORCH
