@@ -203,17 +203,83 @@ def snakemake_repo(snakemake_run):
 
 
 # ---- the SLURM time-limit scenario (tests/pipeline/test_slurm.py asserts on it): a training whose first attempt a
-# 1-minute limit kills, resubmitted by Snakemake with a longer one, resuming after its last finished epoch. It takes
-# ~4 minutes of wall time on one thread, so it runs in the background from the moment the session's run is done,
-# beside the DVC adoption and remake and the other checks of that run (it was 190-250 s at the end of the end-to-end
-# worker's chain: the chain went from 1,078 to 952 s, the whole suite not faster, as the machine is CPU-bound).
+# 1-minute limit kills, resubmitted by Snakemake with a longer one, resuming after its last finished epoch. The
+# limit falls 60-95 s after the job starts (slurmctld checks limits every 30 s, then a 5 s kill wait), so the first
+# attempt must still be training then. Trained at full speed that took ~190 s of one core; instead, this process
+# holds the first attempt's training to a fifth of the wall clock (`Throttle`: SIGSTOP, then SIGCONT for 0.2 s of
+# every second) for as long as that process lives, so the same wall time costs ~40 s of CPU. The resubmitted
+# attempt runs at full speed. It runs in the background from the moment the session's run is done, beside the DVC
+# adoption and remake and the other checks of that run.
 # TIME_LIMIT_RUN: the run.
 TIME_LIMIT_RUN = "cifar10_fixture-vit_tiny_patch4_32-G3B-s0"
-#: seconds of epochs at the fastest epoch the calibration measures, startup on top: the limit falls 60-95 s after
-#: the job starts (slurmctld checks limits every 30 s, then a 5 s kill wait), and the job must still be training
-#: then even if it runs up to ~2x faster than the calibration did (the load of the DVC checks beside it can end
-#: in between: 100 s at the median epoch once finished inside the limit)
-TIME_LIMIT_BUDGET_S = 180
+#: seconds of wall time the throttled first attempt trains, at the fastest epoch the calibration measures (startup
+#: on top): the kill comes 60-95 s after the job starts, and the job must still be training then even if it ran ~2x
+#: faster than the calibration (the load beside it changes; throttled, it can only be slower, never faster, than
+#: THROTTLE_DUTY of its unthrottled speed)
+TIME_LIMIT_BUDGET_S = 200
+#: fraction of each THROTTLE_PERIOD_S the first attempt runs: small enough to save the CPU, large enough that its
+#: first epoch ends well before the earliest kill (60 s) when it shares a core with the other tests
+THROTTLE_DUTY, THROTTLE_PERIOD_S = 0.2, 1.0
+
+
+class Throttle:
+    """Run the first SLURM attempt of TIME_LIMIT_RUN's training at THROTTLE_DUTY of the wall clock: find its pid in
+    the run's lock file (karat.utils.runlock: the holder writes its pid and SLURM job id just after it takes the
+    lock, once its imports are done), then stop and continue it in turns until it is gone. The process is never
+    left stopped: SIGCONT on the way out. A SIGTERM sent to it while stopped waits for the next SIGCONT (at most
+    a period); SIGKILL does not wait."""
+
+    def __init__(self, lock: Path):
+        import threading
+        self.lock, self.pid, self.periods = lock, None, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slurm-time-limit-throttle", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def _holder(self) -> dict | None:
+        import json
+        try:
+            info = json.loads(self.lock.read_text())
+        except (OSError, ValueError):
+            return None
+        # the calibration's record (not a SLURM job) may still be in the file
+        return info if isinstance(info, dict) and info.get("slurm_job_id") and "pid" in info else None
+
+    def _alive(self) -> bool:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    def _run(self) -> None:
+        while self.pid is None and not self._done.wait(0.05):
+            info = self._holder()
+            if info is not None:
+                self.pid = int(info["pid"])
+        try:
+            while self.pid is not None and not self._done.is_set() and self._alive():
+                os.kill(self.pid, signal.SIGSTOP)
+                if self._done.wait(THROTTLE_PERIOD_S * (1 - THROTTLE_DUTY)):
+                    break
+                os.kill(self.pid, signal.SIGCONT)
+                self.periods += 1
+                self._done.wait(THROTTLE_PERIOD_S * THROTTLE_DUTY)
+        except ProcessLookupError:
+            pass
+        finally:
+            if self.pid is not None:
+                try:
+                    os.kill(self.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
 
 
 @dataclass
@@ -222,6 +288,8 @@ class TimeLimitRun:
     rc: int
     out: str
     epochs: int
+    throttled_pid: int | None
+    throttled_periods: int
 
 
 def _epoch_seconds(repo: Path, env: dict, params: dict, run_id: str) -> float:
@@ -251,15 +319,19 @@ def _time_limit_scenario(repo: Path, env: dict) -> TimeLimitRun:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # one torch thread: the job only has to outlive its limit (the timing uses the same count)
     params["profiles"][PROFILE]["threads"] = 1
-    epochs = min(5000, max(12, math.ceil(TIME_LIMIT_BUDGET_S / _epoch_seconds(repo, env, params, TIME_LIMIT_RUN))))
+    epoch_s = _epoch_seconds(repo, env, params, TIME_LIMIT_RUN)
+    epochs = min(5000, max(12, math.ceil(TIME_LIMIT_BUDGET_S * THROTTLE_DUTY / epoch_s)))
     params["profiles"][PROFILE]["overrides"]["train"]["epochs"] = epochs
     (repo / "params_resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # (targets first: --config and --set-resources take every word that follows them)
-    rc, out = slurm_snakemake(repo, env, f"runs/{PROFILE}/{TIME_LIMIT_RUN}/train.json", "--config",
-                              f"profile={PROFILE}", "threads_per_job=2", "params=params_resume.yaml", "--retries", "1",
-                              "--force", "--rerun-triggers", "mtime", "--set-resources",
-                              "train:runtime=1 if attempt == 1 else 60", timeout=1800)
-    return TimeLimitRun(repo, rc, out, epochs)
+    lock = repo / ".karat_state" / PROFILE / f"{TIME_LIMIT_RUN}.lock"
+    lock.unlink(missing_ok=True)   # the calibration's record
+    with Throttle(lock) as throttle:
+        # (targets first: --config and --set-resources take every word that follows them)
+        rc, out = slurm_snakemake(repo, env, f"runs/{PROFILE}/{TIME_LIMIT_RUN}/train.json", "--config",
+                                  f"profile={PROFILE}", "threads_per_job=2", "params=params_resume.yaml", "--retries",
+                                  "1", "--force", "--rerun-triggers", "mtime", "--set-resources",
+                                  "train:runtime=1 if attempt == 1 else 60", timeout=1800)
+    return TimeLimitRun(repo, rc, out, epochs, throttle.pid, throttle.periods)
 
 
 @pytest.fixture(scope="session")

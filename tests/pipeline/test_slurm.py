@@ -147,8 +147,8 @@ def test_wrong_account_is_refused(slurm_repo, slurm):
 
 
 def test_time_limit_kill_resumes_when_resubmitted(slurm, time_limit_job):
-    """A 1-minute limit kills the first attempt of a training of ~180 s; Snakemake resubmits it (retries)
-    with a longer limit and it resumes after its last finished epoch. On a copy of the session's run (its
+    """A 1-minute limit kills the first attempt of a training of ~200 s (held to a fifth of the wall clock);
+    Snakemake resubmits it (retries) with a longer limit and it resumes after its last finished epoch. On a copy of the session's run (its
     prepared data), so that the runs the other tests read stay as the profile made them; started in the
     background as soon as the session's run is done (conftest's ``time_limit_job``), joined here."""
     assert time_limit_job is not None, "a SLURM cluster is up, yet the time-limit scenario did not start"
@@ -156,6 +156,8 @@ def test_time_limit_kill_resumes_when_resubmitted(slurm, time_limit_job):
     repo, rc, out, epochs = res.repo, res.rc, res.out, res.epochs
     run_dir = repo / "runs" / PROFILE / KARAT
     assert rc == 0, f"snakemake failed ({rc}):\n{out[-8000:]}"
+    # the first attempt trained at a fraction of the wall clock (conftest's Throttle): it found the job's pid
+    assert res.throttled_pid is not None and res.throttled_periods >= 10, (res.throttled_pid, res.throttled_periods)
     ids = [jid for jid, log in _submitted(out) if "rule_train" in str(log)]
     assert len(ids) == 2, f"expected a killed and a resubmitted training job, got {ids}:\n{out[-4000:]}"
     states = _sacct(slurm, ids)
