@@ -17,6 +17,8 @@ import subprocess
 import pytest
 import yaml
 
+from karat.pipeline import profile_threads
+
 from .conftest import run
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
@@ -121,7 +123,7 @@ def test_snakemake_reruns_what_a_change_touches_and_not_a_renamed_params_file(re
     same.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert _snakemake_plan(repo, tools, "params=params_copy.yaml") == {"evaluate"}
 
-    doc["profiles"][PROFILE]["threads"] = 1                         # the thread count: a CPU run trains again
+    doc["profiles"][PROFILE]["threads"] = profile_threads(doc, PROFILE) + 1   # the thread count: a CPU run trains again
     same.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert _snakemake_plan(repo, tools, "params=params_copy.yaml") == {"train", "evaluate"}
     same.unlink()
@@ -142,4 +144,4 @@ def test_dvc_exp_run_set_param_reruns_exactly_the_reader(repo, tools):
     assert '"name": "raw-last"' in text and '"report_weights": "raw_last"' in text, text[:2000]
     record = json.loads((repo / "runs" / PROFILE / RUN / "eval.json").read_text())
     assert record["reported"]["weights"] == "raw_last"
-    assert record["provenance"]["threads"] == 2
+    assert record["provenance"]["threads"] == profile_threads(yaml.safe_load((repo / "params.yaml").read_text()), PROFILE)

@@ -27,18 +27,22 @@ def _light(s) -> bool:
     return s.kind == "analyze" and s.wildcards["analysis"] in LIGHT_ANALYSES
 
 
-def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path):
+@pytest.mark.parametrize("profile", ["demo", "ci"])
+def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path, profile):
+    """demo: the default count (no `threads` key); ci: the 1 it sets (its ASSUMPTION in params.yaml)."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    expected = {"demo": DEFAULT_THREADS, "ci": 1}[profile]
+    assert ("threads" in doc["profiles"][profile]) == (profile == "ci")
     light = 0
-    for s in stages("ci", str(REPO / "params.yaml")):
+    for s in stages(profile, str(REPO / "params.yaml")):
         if _light(s):   # one thread, whatever the profile says: two side by side on two cores
             assert "--threads 1 " in s.cmd and s.threads == 1 and '"threads": 1' in s.reads, s.name
             light += 1
         elif s.kind in TORCH_KINDS:
-            assert f"--threads {DEFAULT_THREADS} " in s.cmd and s.threads == DEFAULT_THREADS, s.name
+            assert f"--threads {expected} " in s.cmd and s.threads == expected, s.name
         else:
             assert "--threads" not in s.cmd, s.name
-    assert light and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in stages("ci", str(REPO / "params.yaml"))}
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert light and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in stages(profile, str(REPO / "params.yaml"))}
     doc["profiles"]["ci"]["threads"] = 3
     other = tmp_path / "params.yaml"
     other.write_text(yaml.safe_dump(doc, sort_keys=False))
