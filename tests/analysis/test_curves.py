@@ -1,3 +1,9 @@
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from karat.analysis import curves
@@ -31,3 +37,27 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="smooth"):
         curves.check_options({"smooth": 3})
     assert curves.check_options({"runs": "all"}) == {}
+
+
+def _loaded_after(spec_file: Path, name: str, out: Path, prelude: str = "") -> list[str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    code = (f"{prelude}import pickle, sys; from pathlib import Path; from karat import analysis; "
+            f"spec = pickle.loads(Path({str(spec_file)!r}).read_bytes()); "
+            f"analysis.module({name!r}).run(spec, Path({str(out)!r}), {{}}); "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return eval(res.stdout.strip().splitlines()[-1])
+
+
+def test_model_free_analyses_never_load_torch(runs, tmp_path):
+    """karat.pipeline.MODEL_FREE_ANALYSES get no --threads / --kernels (their stages do not read either key): they
+    must compute without torch, provenance included (loading it is 1.9 s at every start). The check sees torch
+    where it is loaded."""
+    from karat.pipeline import MODEL_FREE_ANALYSES
+    spec_file = tmp_path / "spec.pkl"
+    spec_file.write_bytes(pickle.dumps(runs["G3B"]))
+    for name in sorted(MODEL_FREE_ANALYSES):
+        assert _loaded_after(spec_file, name, tmp_path / name) == [], name
+    assert "torch" in _loaded_after(spec_file, "curves", tmp_path / "control", prelude="import torch; ")

@@ -18,13 +18,21 @@ import torch
 import yaml
 
 from karat.errors import KaratError
-from karat.pipeline import DEFAULT_THREADS, LIGHT_ANALYSES, TORCH_KINDS, stages
+from karat.pipeline import DEFAULT_THREADS, LIGHT_ANALYSES, MODEL_FREE_ANALYSES, TORCH_KINDS, stages
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _light(s) -> bool:
-    return s.kind == "analyze" and s.wildcards["analysis"] in LIGHT_ANALYSES
+    return s.kind == "analyze" and s.wildcards["analysis"] in LIGHT_ANALYSES - MODEL_FREE_ANALYSES
+
+
+def _model_free(s) -> bool:
+    return s.kind == "analyze" and s.wildcards["analysis"] in MODEL_FREE_ANALYSES
+
+
+def _torch(s) -> bool:
+    return s.kind in TORCH_KINDS and not _model_free(s)
 
 
 @pytest.mark.parametrize("profile", ["demo", "ci"])
@@ -33,20 +41,24 @@ def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path, profile):
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     expected = {"demo": DEFAULT_THREADS, "ci": 1}[profile]
     assert ("threads" in doc["profiles"][profile]) == (profile == "ci")
-    light = 0
+    light = free = 0
     for s in stages(profile, str(REPO / "params.yaml")):
-        if _light(s):   # one thread, whatever the profile says: two side by side on two cores
+        if _model_free(s):   # no torch: no thread count, no kernels, neither key read
+            assert "--threads" not in s.cmd and "--kernels" not in s.cmd and '"threads"' not in s.reads, s.name
+            assert not any(k.endswith((".threads", ".kernels")) for k in s.params), s.name
+            free += 1
+        elif _light(s):   # one thread, whatever the profile says: two side by side on two cores
             assert "--threads 1 " in s.cmd and s.threads == 1 and '"threads": 1' in s.reads, s.name
             light += 1
         elif s.kind in TORCH_KINDS:
             assert f"--threads {expected} " in s.cmd and s.threads == expected, s.name
         else:
             assert "--threads" not in s.cmd, s.name
-    assert light and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in stages(profile, str(REPO / "params.yaml"))}
+    assert light and free and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in stages(profile, str(REPO / "params.yaml"))}
     doc["profiles"]["ci"]["threads"] = 3
     other = tmp_path / "params.yaml"
     other.write_text(yaml.safe_dump(doc, sort_keys=False))
-    changed = [s for s in stages("ci", str(other)) if s.kind in TORCH_KINDS and not _light(s)]
+    changed = [s for s in stages("ci", str(other)) if _torch(s) and not _light(s)]
     assert changed and all("--threads 3 " in s.cmd and '"threads": 3' in s.reads for s in changed)
     assert all("--threads 1 " in s.cmd for s in stages("ci", str(other)) if _light(s))
 
@@ -142,9 +154,9 @@ def test_the_profiles_kernels_reach_every_torch_stage(tmp_path, monkeypatch):
     from karat.stages._shell import take_kernels
 
     ci = stages("ci", str(REPO / "params.yaml"))
-    assert all(("--kernels eager " in s.cmd) == (s.kind in TORCH_KINDS) for s in ci), \
-        [s.name for s in ci if ("--kernels eager " in s.cmd) != (s.kind in TORCH_KINDS)]
-    assert all("profiles.ci.kernels" in s.params for s in ci if s.kind in TORCH_KINDS)
+    assert all(("--kernels eager " in s.cmd) == _torch(s) for s in ci), \
+        [s.name for s in ci if ("--kernels eager " in s.cmd) != _torch(s)]
+    assert all(("profiles.ci.kernels" in s.params) == _torch(s) for s in ci)
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     del doc["profiles"]["ci"]["kernels"]
     other = tmp_path / "params.yaml"
@@ -161,3 +173,4 @@ def test_the_profiles_kernels_reach_every_torch_stage(tmp_path, monkeypatch):
     other.write_text(yaml.safe_dump(doc, sort_keys=False))
     with pytest.raises(Exception, match="kernels"):
         stages("ci", str(other))
+

@@ -63,6 +63,11 @@ DEFAULT_THREADS = 2
 # by side (the demo's 19 such stages took 130 s one after the other at 2 threads). Fixed like the others, so their
 # numbers are the same on every machine. The landscape and the compute profile use the profile's threads.
 LIGHT_ANALYSES = frozenset({"curves", "weights", "spectra", "attention_maps", "functions"})
+# Analyses that compute nothing with torch (they read a run's training log): their command carries neither
+# --threads nor --kernels and their stage reads neither key, so the process never loads torch (1.9 s of CPU at
+# every start). karat.analysis: exactly the analyses whose options have no `device`
+# (tests/pipeline/test_threads.py checks that they agree).
+MODEL_FREE_ANALYSES = frozenset({"curves"})
 # Train-recipe keys that do not change the trained weights (how a run is evaluated or reported): a train
 # stage does not depend on them, its evaluate stage does. The same keys as
 # karat.training.loop.NOT_IN_FINGERPRINT["train"] (which imports torch; tests/pipeline/test_dvc_granular.py
@@ -324,14 +329,17 @@ def stages(profile: str | None = None, params_path: str = DEFAULT_PARAMS, gpus_a
                 run_inputs = [f"{run_dir}/model.safetensors", f"{run_dir}/train.json"]
             data_inputs = [] if aname in ("curves", "weights") else [str(spec.prepared_dir)]
             log = f"logs/{p}/analyze/{aname}-{rid}.log"
-            at = 1 if aname in LIGHT_ANALYSES else nt
+            if aname in MODEL_FREE_ANALYSES:
+                at, keys, torch_args = 1, [akey], {}
+            else:
+                at = 1 if aname in LIGHT_ANALYSES else nt
+                keys, torch_args = akeys, {"threads": at, "kernels": kern}
             out.append(Stage(
                 name=f"analyze-{aname}-{rid}", kind="analyze", wildcards={"analysis": aname, "run": rid},
-                cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log, threads=at,
-                         kernels=kern),
+                cmd=_cmd("analyze", [aname, "--params", pp, "--profile", p, "--run", rid], log, **torch_args),
                 deps=tuple(run_inputs + data_inputs + code["analyze"]), outs=(adir,),
-                params=tuple(akeys), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0},
-                threads=at, reads=_reads(params, akeys, threads=at)))
+                params=tuple(keys), log=log, resources={"gpu": use_gpu if aname == "landscape" else 0},
+                threads=at, reads=_reads(params, keys, **({"threads": at} if torch_args else {}))))
             analysis_dirs.append(adir)
 
     out += _detection_stages(params, prof, pp, code, use_gpu, nt)
@@ -433,5 +441,5 @@ def detect_gpus() -> int:
         return 0
 
 
-__all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "LIGHT_ANALYSES", "Stage", "TORCH_KINDS", "by_name", "code_files", "source_files",
+__all__ = ["CODE", "DEFAULT_THREADS", "EVAL_ONLY_TRAIN_KEYS", "LIGHT_ANALYSES", "MODEL_FREE_ANALYSES", "Stage", "TORCH_KINDS", "by_name", "code_files", "source_files",
            "detect_gpus", "param_value", "profile_kernels", "profile_threads", "stages"]

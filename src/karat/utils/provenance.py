@@ -36,9 +36,12 @@ def library_versions() -> dict:
 
 
 def device_description(device: str | None = None) -> str:
+    """The GPU a process computed on, else the CPU. A process that never loaded torch (an analysis that reads
+    a training log) computed on the CPU: it is not loaded for the question (1.9 s)."""
+    import sys
+    torch = sys.modules.get("torch")
     try:
-        import torch
-        if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
+        if torch is not None and (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
             return torch.cuda.get_device_name(0)
     except Exception:  # noqa: BLE001 - provenance must never break a run
         pass
