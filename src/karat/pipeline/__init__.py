@@ -65,8 +65,8 @@ DEFAULT_THREADS = 2
 LIGHT_ANALYSES = frozenset({"curves", "weights", "spectra", "attention_maps", "functions"})
 # Analyses that compute nothing with torch (they read a run's training log): their command carries neither
 # --threads nor --kernels and their stage reads neither key, so the process never loads torch (1.9 s of CPU at
-# every start). karat.analysis: exactly the analyses whose options have no `device`
-# (tests/pipeline/test_threads.py checks that they agree).
+# every start; an analysis without a `device` option may still load weights with it, as `weights` does).
+# tests/analysis/test_curves.py runs each in a fresh process and checks that torch stays unloaded.
 MODEL_FREE_ANALYSES = frozenset({"curves"})
 # Train-recipe keys that do not change the trained weights (how a run is evaluated or reported): a train
 # stage does not depend on them, its evaluate stage does. The same keys as
