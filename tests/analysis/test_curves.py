@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 import subprocess
@@ -44,11 +45,11 @@ def _loaded_after(spec_file: Path, name: str, out: Path, prelude: str = "") -> l
     code = (f"{prelude}import pickle, sys; from pathlib import Path; from karat import analysis; "
             f"spec = pickle.loads(Path({str(spec_file)!r}).read_bytes()); "
             f"analysis.module({name!r}).run(spec, Path({str(out)!r}), {{}}); "
-            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+            "import json; print(json.dumps(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": src})
     assert res.returncode == 0, res.stderr[-3000:]
-    return eval(res.stdout.strip().splitlines()[-1])
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def test_model_free_analyses_never_load_torch(runs, tmp_path):

@@ -294,9 +294,9 @@ class TimeLimitRun:
 
 def _epoch_seconds(repo: Path, env: dict, params: dict, run_id: str) -> float:
     """Seconds per epoch of ``run_id`` on this machine now: 3 epochs trained locally, the faster of the two
-    epochs after the first (which compiles); the faster, because the job may run with less load than this. Not
-    the session's SLURM run, whose jobs all ran at once on the one node (17 s an epoch there, 0.7 s alone), and
-    not a fixed guess (a cap of 80 epochs once let a fast machine finish before the 1-minute kill)."""
+    epochs after the first (which also builds and warms up); the faster, because the job may run with less load
+    than this. Measured here, not taken from the session's SLURM run (whose jobs all ran at once on the one node)
+    and not a fixed guess (a cap of 80 epochs once let a fast machine finish before the 1-minute kill)."""
     import csv
     import json
     shutil.rmtree(repo / ".karat_state" / PROFILE / run_id, ignore_errors=True)   # 3 epochs from scratch

@@ -148,9 +148,10 @@ def test_wrong_account_is_refused(slurm_repo, slurm):
 
 def test_time_limit_kill_resumes_when_resubmitted(slurm, time_limit_job):
     """A 1-minute limit kills the first attempt of a training of ~200 s (held to a fifth of the wall clock);
-    Snakemake resubmits it (retries) with a longer limit and it resumes after its last finished epoch. On a copy of the session's run (its
-    prepared data), so that the runs the other tests read stay as the profile made them; started in the
-    background as soon as the session's run is done (conftest's ``time_limit_job``), joined here."""
+    Snakemake resubmits it (retries) with a longer limit and it resumes after its last finished epoch. On a
+    copy of the session's run (its prepared data), so that the runs the other tests read stay as the profile
+    made them; started in the background as soon as the session's run is done (conftest's ``time_limit_job``),
+    joined here."""
     assert time_limit_job is not None, "a SLURM cluster is up, yet the time-limit scenario did not start"
     res = time_limit_job.result()
     repo, rc, out, epochs = res.repo, res.rc, res.out, res.epochs

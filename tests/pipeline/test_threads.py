@@ -42,7 +42,8 @@ def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path, profile):
     expected = {"demo": DEFAULT_THREADS, "ci": 1}[profile]
     assert ("threads" in doc["profiles"][profile]) == (profile == "ci")
     light = free = 0
-    for s in stages(profile, str(REPO / "params.yaml")):
+    every = stages(profile, str(REPO / "params.yaml"))
+    for s in every:
         if _model_free(s):   # no torch: no thread count, no kernels, neither key read
             assert "--threads" not in s.cmd and "--kernels" not in s.cmd and '"threads"' not in s.reads, s.name
             assert not any(k.endswith((".threads", ".kernels")) for k in s.params), s.name
@@ -54,7 +55,11 @@ def test_every_torch_stage_runs_the_profiles_thread_count(tmp_path, profile):
             assert f"--threads {expected} " in s.cmd and s.threads == expected, s.name
         else:
             assert "--threads" not in s.cmd, s.name
-    assert light and free and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in stages(profile, str(REPO / "params.yaml"))}
+    assert light and free and {"landscape", "compute"} <= {s.wildcards.get("analysis") for s in every}
+
+
+def test_the_profiles_thread_count_reaches_its_torch_stages_but_not_the_light_ones(tmp_path):
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
     doc["profiles"]["ci"]["threads"] = 3
     other = tmp_path / "params.yaml"
     other.write_text(yaml.safe_dump(doc, sort_keys=False))
